@@ -1,0 +1,117 @@
+"""The `rl` command line: parse, compose the config, hand over to workbench. Wiring only.
+
+torch and trl are imported inside the commands, never at module level, so `rl --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from workbench.compose import config_groups
+from workbench.config import ConfigError
+
+
+def _groups_help() -> str:
+    lines = []
+    for group, options in config_groups().items():
+        lines.append(f"{group}: {', '.join(options) if options else '(none)'}")
+    return "\n\n".join(lines)
+
+
+app = typer.Typer(
+    name="rl",
+    help=(
+        "rl: an experiment workbench for RL fine-tuning of language models (GRPO/RLOO on TRL) with entropy, "
+        "length and cost shaping.\n\n"
+        "Compose experiments from Hydra config groups (group=option, key=value), e.g.\n\n"
+        "  rl train experiment=quickstart algo.max_steps=20 seed=3 --name lr-test\n\n"
+        "Every run lives in runs/<experiment>/<timestamp>_<name>/ (config.yaml, meta.json, metrics.jsonl, "
+        "samples.jsonl, checkpoints/, final/, summary.json)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One line on stderr, no traceback, non-zero exit."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main() -> None:
+    """Workbench for RL fine-tuning of LMs: rl train | rl --help."""
+
+
+TRAIN_EPILOG = (
+    "Config groups and their options (pick with group=option; lists with group=\\[a,b]):\n\n"
+    + _groups_help()
+    + "\n\nAny key can be overridden: algo.learning_rate=1e-4, task.train_size=500, logger=none. "
+    "Every key of trl.GRPOConfig is reachable under algo. (algo.loss_type=dr_grpo, algo.beta=0.04)."
+)
+
+
+@app.command(epilog=TRAIN_EPILOG)
+def train(
+    overrides: Annotated[
+        Optional[list[str]], typer.Argument(help="Hydra overrides: experiment=quickstart algo.max_steps=20 seed=3")
+    ] = None,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Run label (sanitised) for the run directory.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit; nothing is written.")] = False,
+    resume: Annotated[
+        Optional[Path],
+        typer.Option("--resume", help="Continue RUN_DIR from its last checkpoint (same config, same W&B run id)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train a policy with GRPO (or RLOO) and the selected shaping terms; prints a summary at the end."""
+    overrides = list(overrides or [])
+    from workbench.compose import compose
+    from workbench.config import to_train_config
+
+    try:
+        if resume is not None:
+            if overrides or name:
+                fail("--resume takes no overrides or --name: a resumed run keeps its own config")
+            from workbench.runs import RunDir
+            from workbench.train import load_run_config
+
+            run = RunDir.open(resume)
+            if run.status == "completed":
+                fail(f"run already completed: {resume} (summary.json exists); start a new run instead")
+            cfg = load_run_config(run)
+        else:
+            data = compose("train", overrides)
+            if name is not None:
+                data["name"] = name
+            cfg = to_train_config(data)
+        if dry_run:
+            import yaml
+
+            from workbench.config import to_dict
+
+            typer.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False), nl=False)
+            return
+        from workbench.train import print_summary, train as run_train
+
+        run = run_train(cfg, overrides, argv=["rl", *sys.argv[1:]], resume=resume, progress=not quiet)
+    except ConfigError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted; the run is marked failed and can be continued with --resume", code=130)
+    except Exception as e:  # a crash inside training: the run dir says failed, error.txt has the traceback
+        msg = " ".join(str(e).split())
+        fail(f"training failed: {type(e).__name__}: {msg[:500]} (traceback in the run directory's error.txt)", code=1)
+    import json
+
+    print_summary(json.loads(run.summary_file.read_text()))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,269 @@
+"""Typed configuration: the Hydra-composed tree is converted once into these dataclasses and validated.
+
+Everything past the CLI boundary works with these objects, never with raw DictConfigs, so a typo in a key
+or a wrong type fails here, before any model is built, with a one-line `ConfigError` naming the key.
+
+This module must stay import-light (no torch, no trl): `rl --help` and `rl train --dry-run` use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration. The CLI prints it on one line and exits with code 2."""
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+
+@dataclass
+class TinyModelConfig:
+    """The workbench's own CPU-sized model: a Qwen2-style decoder with a character tokenizer."""
+
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 512
+    max_positions: int = 256
+    warm_start_steps: int = 700
+    warm_start_batch_size: int = 64
+    warm_start_lr: float = 3e-3
+    verbose_fraction: float = 0.5
+    seed: int = 0
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "tiny"  # tiny | hf
+    name_or_path: str | None = None
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    use_chat_template: bool = False
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+MODEL_KINDS = ("tiny", "hf")
+DTYPES = ("float32", "bfloat16", "float16")
+
+# ----------------------------------------------------------------------------------------------- task
+
+
+@dataclass
+class TaskConfig:
+    name: str = "arithmetic"  # a name in workbench.tasks.TASKS
+    train_size: int = 2000
+    eval_size: int = 200
+    seed: int = 0
+    prompt_style: str = "compact"  # compact | natural
+    # reasoning-gym generator options (e.g. num_terms, num_digits); passed through to the generator
+    params: dict[str, Any] = field(default_factory=dict)
+    # local file task (name=file): path to .jsonl or .parquet and the column names
+    path: str | None = None
+    question_key: str = "question"
+    answer_key: str = "answer"
+    # HF-datasets task (name=hf): dataset name, optional config, splits
+    dataset: str | None = None
+    dataset_config: str | None = None
+    train_split: str = "train"
+    eval_split: str = "test"
+
+
+PROMPT_STYLES = ("compact", "natural")
+
+# ----------------------------------------------------------------------------------------------- algo
+
+
+@dataclass
+class AlgoConfig:
+    name: str = "grpo"  # grpo | rloo
+    # Every other key is passed to TRL's GRPOConfig / RLOOConfig and validated against its fields.
+    trl: dict[str, Any] = field(default_factory=dict)
+
+
+ALGOS = ("grpo", "rloo")
+
+# ----------------------------------------------------------------------------------------------- logger
+
+
+@dataclass
+class LoggerConfig:
+    backend: str = "wandb"  # wandb | none
+    project: str = "rl-workbench"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    mode: str = "offline"  # offline | online | disabled
+
+
+LOGGER_BACKENDS = ("wandb", "none")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+# ----------------------------------------------------------------------------------------------- eval during training
+
+
+@dataclass
+class TrainEvalConfig:
+    """Held-out evaluation inside `rl train` (sampled, scored by the task's scorer)."""
+
+    at_start: bool = True
+    at_end: bool = True
+    every: int = 0  # also every N optimizer steps (0 = never)
+    num_problems: int = 200
+    n: int = 2  # samples per problem
+    temperature: float = 1.0
+    batch_size: int = 128
+
+
+@dataclass
+class PriceConfig:
+    """Token prices in $ per million tokens, for cost/ metrics and cost terms."""
+
+    prompt_per_million: float = 0.15
+    completion_per_million: float = 0.60
+
+
+# ----------------------------------------------------------------------------------------------- train
+
+
+@dataclass
+class TrainConfig:
+    experiment_name: str = "default"
+    name: str = "run"
+    seed: int = 0
+    runs_dir: str = "runs"
+    samples_every: int = 10
+    num_samples: int = 8
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    eval: TrainEvalConfig = field(default_factory=TrainEvalConfig)
+    price: PriceConfig = field(default_factory=PriceConfig)
+    # shaping terms by kind: {term_name: {option: value}}; names are keys of the shaping registry
+    reward: dict[str, dict[str, Any]] = field(default_factory=dict)
+    advantage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    regularizer: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------- conversion
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against annotation `tp`, converting ints to floats where a float is expected."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: unexpected value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (arg,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        _, varg = typing.get_args(tp) or (str, Any)
+        return {str(k): _coerce(v if v is not None else {}, varg, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a plain dict, rejecting unknown keys and wrong types with the key's full name."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if key not in hints:
+            raise ConfigError(f"unknown key '{full}'; valid keys: {', '.join(sorted(names))}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+def to_train_config(data: dict[str, Any]) -> TrainConfig:
+    """Convert a resolved config tree (plain dict) into a validated TrainConfig.
+
+    Algorithm keys other than `name` go to `algo.trl`; they are checked against TRL's config class later,
+    in `workbench.trainers.build_trl_args`, because importing TRL here would make `rl --help` slow.
+    """
+    data = dict(data)
+    algo = dict(data.get("algo") or {})
+    data["algo"] = {"name": algo.pop("name", "grpo"), "trl": algo}
+    data.pop("hydra", None)
+    cfg = from_dict(TrainConfig, data)
+    _check_choice("model.kind", cfg.model.kind, MODEL_KINDS)
+    _check_choice("model.dtype", cfg.model.dtype, DTYPES)
+    _check_choice("task.prompt_style", cfg.task.prompt_style, PROMPT_STYLES)
+    _check_choice("algo.name", cfg.algo.name, ALGOS)
+    _check_choice("logger.backend", cfg.logger.backend, LOGGER_BACKENDS)
+    _check_choice("logger.mode", cfg.logger.mode, WANDB_MODES)
+    if cfg.model.kind == "hf" and not cfg.model.name_or_path:
+        raise ConfigError("model.name_or_path must be set when model.kind=hf")
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The inverse of `to_train_config` (algo.trl flattened back into algo)."""
+    d = dataclasses.asdict(cfg)
+    if "algo" in d and isinstance(d["algo"], dict) and "trl" in d["algo"]:
+        algo = d["algo"]
+        d["algo"] = {"name": algo["name"], **algo["trl"]}
+    return d

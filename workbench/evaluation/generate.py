@@ -1,0 +1,110 @@
+"""Batched sampling for evaluation: left padding, the KV cache, chunks sized to memory.
+
+One `model.generate` call per chunk of prompts x samples, instead of one call per prompt (the plain loop that
+`scripts/bench_eval.py` compares against).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Sample:
+    problem: int  # index of the problem
+    text: str
+    ids: list[int]
+    truncated: bool
+    entropy: list[float] | None = None  # per-token entropy of the sampling distribution
+
+
+def format_prompt(tokenizer, prompt: str, use_chat_template: bool) -> str:
+    if use_chat_template and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    return prompt
+
+
+@torch.no_grad()
+def sample(
+    model,
+    tokenizer,
+    prompts: list[str],
+    n: int = 1,
+    temperature: float = 1.0,
+    max_new_tokens: int = 80,
+    batch_size: int = 64,
+    use_chat_template: bool = False,
+    with_entropy: bool = False,
+    seed: int = 0,
+    progress: Any = None,
+) -> list[Sample]:
+    """`n` samples for each prompt (greedy when temperature == 0). Returns len(prompts) * n samples, problem-major.
+
+    `progress` is an optional callable(num_done) for a progress bar.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    eos = model.generation_config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else {tokenizer.eos_token_id}
+    jobs = [(i, format_prompt(tokenizer, p, use_chat_template)) for i, p in enumerate(prompts) for _ in range(n)]
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+    out: list[Sample] = []
+    try:
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start : start + batch_size]
+            enc = tokenizer([t for _, t in chunk], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            kwargs: dict[str, Any] = dict(
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=list(eos_ids),
+                use_cache=True,
+                return_dict_in_generate=True,
+                output_scores=with_entropy,
+            )
+            if temperature > 0:
+                kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+            else:
+                kwargs.update(do_sample=False)
+            res = model.generate(**enc, **kwargs)
+            new = res.sequences[:, enc["input_ids"].size(1) :]
+            ent = None
+            if with_entropy:
+                # scores are the processed logits (temperature applied) of each generated step: (B, V) per step
+                logits = torch.stack(res.scores, dim=1).float()
+                logp = torch.log_softmax(logits, dim=-1)
+                ent = -(logp.exp() * logp.nan_to_num(0.0)).sum(-1)  # (B, T)
+            for row, (pi, _) in enumerate(chunk):
+                ids = new[row].tolist()
+                end = next((k for k, t in enumerate(ids) if t in eos_ids), None)
+                truncated = end is None
+                keep = ids if end is None else ids[: end + 1]
+                text = tokenizer.decode(keep, skip_special_tokens=True)
+                e = ent[row, : len(keep)].tolist() if ent is not None else None
+                out.append(Sample(pi, text, keep, truncated, e))
+            if progress is not None:
+                progress(len(out))
+    finally:
+        tokenizer.padding_side = old_side
+        model.train(was_training)
+    return out
+
+
+def quick_accuracy(model, tokenizer, task, examples, n: int = 1, temperature: float = 1.0, max_new_tokens: int = 80,
+                   batch_size: int = 64, use_chat_template: bool = False, seed: int = 0) -> dict[str, float]:
+    """Accuracy and mean length on `examples`, scored by the task's own scorer (the training reward's scorer)."""
+    samples = sample(model, tokenizer, [x["prompt"] for x in examples], n=n, temperature=temperature,
+                     max_new_tokens=max_new_tokens, batch_size=batch_size, use_chat_template=use_chat_template, seed=seed)
+    scores = [task.score(s.text, examples[s.problem]) for s in samples]
+    lengths = [len(s.ids) for s in samples]
+    return {
+        "accuracy": sum(scores) / max(1, len(scores)),
+        "length": sum(lengths) / max(1, len(lengths)),
+        "num_samples": len(samples),
+    }

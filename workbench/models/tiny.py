@@ -1,0 +1,517 @@
+"""The tiny model: a ~1M-parameter Qwen2-style decoder that the workbench builds, warm-starts and caches itself.
+
+Why it exists: this machine has no GPU and no network, yet RL needs a policy that is right some of the
+time (GRPO learns nothing from groups that are all wrong). A short supervised warm start on the task's own
+reference traces gets a ~1M-parameter model to ~80% greedy accuracy on 2-digit a±b in ~4 minutes on 2 CPU
+cores (DESIGN.md prototype: 700 steps, batch 64, lr 3e-3 cosine; nothing is learned before ~300 steps).
+
+Recipe, top to bottom (`load_tiny`):
+1. Collect the task's text: training prompts and, for each, a concise and a verbose warm-start trace.
+   The text determines the tokenizer vocabulary and, hashed, the cache key.
+2. Cache lookup at `<cache>/tiny/<hash>/`, where hash = sha256 of (CACHE_FORMAT, TinyModelConfig fields,
+   task name + fingerprint of its data and traces). Same config + same task -> hit; any change -> miss.
+3. On a miss (under a per-hash file lock so parallel runs build once): build the character tokenizer and
+   the model, warm-start, measure greedy held-out accuracy, save everything into a temp dir and rename it
+   into place, so a killed build never leaves a half-written cache.
+4. Load model + tokenizer from the cache directory with plain `from_pretrained`.
+
+The cache directory is a normal `save_pretrained` folder (model.safetensors, config.json,
+generation_config.json, tokenizer.json, tokenizer_config.json) plus `warm_start.json` (key, losses,
+accuracy, sample completions), so `AutoModelForCausalLM.from_pretrained(<dir>)` works on it directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import string
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from workbench.config import ConfigError, ModelConfig, TinyModelConfig
+from workbench.tasks.base import THINK_CLOSE, THINK_OPEN, Task
+
+# Bump when the build recipe (tokenizer, architecture, warm-start loop) changes, so stale caches miss.
+CACHE_FORMAT = 1
+META_FILE = "warm_start.json"
+# Held-out examples for the greedy accuracy measured after the warm start (~2 s on 2 cores).
+EVAL_EXAMPLES = 100
+# Training examples whose traces enter the cache fingerprint verbatim (all prompts/answers always do).
+FINGERPRINT_TRACES = 64
+
+PAD, EOS, BOS, UNK = "<pad>", "<eos>", "<bos>", "<unk>"
+SPECIAL_TOKENS = (PAD, EOS, BOS, UNK)  # ids 0..3, in this order
+THINK_TOKENS = (THINK_OPEN, THINK_CLOSE)  # ids 4, 5: single, non-special tokens
+# Printable ASCII plus tab and newline are always in the vocabulary, whatever the task's text, so prompts
+# written by hand (rl eval, chat templates) never hit <unk> on ordinary characters.
+BASE_CHARS = frozenset(string.printable) - frozenset("\x0b\x0c\r")
+# Concatenate message contents: the tiny model was warm-started on raw prompts, so use_chat_template=true
+# must produce the same raw prompt.
+CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+
+
+# ----------------------------------------------------------------------------------------------- tokenizer
+
+
+def build_tokenizer(
+    chars: Iterable[str], max_length: int = 256, padding_side: str = "left"
+) -> PreTrainedTokenizerFast:
+    """A character-level tokenizer over BASE_CHARS plus `chars`, with `<think>`/`</think>` as single tokens.
+
+    Layout: `<pad>`=0, `<eos>`=1, `<bos>`=2, `<unk>`=3, `<think>`=4, `</think>`=5, then the characters in
+    sorted order. Nothing is added around encoded text (no BOS/EOS). The think tags are added tokens that
+    are *not* special, so `decode(..., skip_special_tokens=True)` (what TRL does) keeps them.
+
+    >>> tok = build_tokenizer("")
+    >>> tok.convert_ids_to_tokens(tok("<think>1 2</think>")["input_ids"])
+    ['<think>', '1', ' ', '2', '</think>']
+    """
+    symbols = sorted((BASE_CHARS | {c for c in chars if len(c) == 1}) - set(SPECIAL_TOKENS))
+    vocab = {tok: i for i, tok in enumerate([*SPECIAL_TOKENS, *THINK_TOKENS, *symbols])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    # One pre-token per character. "(?m)" makes "." match newlines too (Oniguruma/Ruby syntax); no
+    # normalizer, so spaces and newlines are ordinary tokens and survive the round trip.
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("(?m)."), behavior="isolated")
+    # Fuse concatenates tokens; without a decoder `tokenizers` would join them with spaces.
+    backend.decoder = decoders.Fuse()
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token=PAD,
+        eos_token=EOS,
+        bos_token=BOS,
+        unk_token=UNK,
+        # The default cleanup would turn "a ." into "a." and break decode(encode(s)) == s.
+        clean_up_tokenization_spaces=False,
+        padding_side=padding_side,
+        model_max_length=max_length,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+
+def check_tiny_config(tiny: TinyModelConfig) -> None:
+    """Fail early, naming the key, on shapes Qwen2 cannot build or a warm start cannot run."""
+    positive = ["hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "max_positions",
+                "warm_start_batch_size"]
+    for name in positive:
+        if getattr(tiny, name) <= 0:
+            raise ConfigError(f"model.tiny.{name} must be positive, got {getattr(tiny, name)}")
+    if tiny.hidden_size % tiny.num_heads:
+        raise ConfigError(
+            f"model.tiny.hidden_size={tiny.hidden_size} must be divisible by model.tiny.num_heads={tiny.num_heads}"
+        )
+    if tiny.num_heads % tiny.num_kv_heads:
+        raise ConfigError(
+            f"model.tiny.num_heads={tiny.num_heads} must be divisible by model.tiny.num_kv_heads={tiny.num_kv_heads}"
+        )
+    if (tiny.hidden_size // tiny.num_heads) % 2:
+        raise ConfigError("model.tiny.hidden_size / model.tiny.num_heads must be even (rotary embeddings)")
+    if tiny.warm_start_steps < 0:
+        raise ConfigError(f"model.tiny.warm_start_steps must be >= 0, got {tiny.warm_start_steps}")
+    if tiny.warm_start_lr <= 0:
+        raise ConfigError(f"model.tiny.warm_start_lr must be positive, got {tiny.warm_start_lr}")
+    if not 0.0 <= tiny.verbose_fraction <= 1.0:
+        raise ConfigError(f"model.tiny.verbose_fraction must be in [0, 1], got {tiny.verbose_fraction}")
+
+
+def build_model(tiny: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2ForCausalLM:
+    """A randomly initialised Qwen2ForCausalLM sized by `tiny` (defaults: 128 hidden, 4 layers, ~1.0M params)."""
+    ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+               bos_token_id=tokenizer.bos_token_id)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=tiny.hidden_size,
+        intermediate_size=tiny.intermediate_size,
+        num_hidden_layers=tiny.num_layers,
+        num_attention_heads=tiny.num_heads,
+        num_key_value_heads=tiny.num_kv_heads,
+        max_position_embeddings=tiny.max_positions,
+        tie_word_embeddings=True,  # the embedding is a large share of a 1M model; tying also regularises
+        use_sliding_window=False,
+        **ids,
+    )
+    config._attn_implementation = "sdpa"
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(**ids)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------- task text
+
+
+@dataclasses.dataclass
+class TaskMaterial:
+    """What the tiny model needs from a task: its examples, its characters and a fingerprint for the cache."""
+
+    train: list[dict[str, Any]]
+    eval: list[dict[str, Any]]
+    chars: set[str]
+    fingerprint: str
+    max_completion_chars: int
+
+
+def collect_task_material(task: Task, tiny: TinyModelConfig) -> TaskMaterial:
+    """Generate a concise and a verbose trace for every training example (cheap: string formatting).
+
+    Raises ConfigError if the task provides no warm-start traces.
+    """
+    name = getattr(task, "name", type(task).__name__)
+    train = list(task.examples("train"))
+    if not train:
+        raise ConfigError(f"model=tiny needs training examples to warm-start on; task '{name}' has none")
+    try:
+        evals = list(task.examples("eval"))[:EVAL_EXAMPLES]
+    except (KeyError, ValueError):
+        evals = []
+    rng = random.Random(f"tiny-vocab-{tiny.seed}")  # separate stream: does not shift the warm-start data
+    chars: set[str] = set()
+    digest = hashlib.sha256()
+    longest = 0
+    for i, ex in enumerate(train):
+        traces = [task.warm_start_completion(ex, rng, verbose) for verbose in (False, True)]
+        if traces[0] is None or traces[1] is None:
+            raise ConfigError(
+                f"model=tiny needs a task that provides warm-start traces; task '{name}' does not (use model=hf)"
+            )
+        for text in (str(ex["prompt"]), *traces):
+            chars.update(text.replace(THINK_OPEN, "").replace(THINK_CLOSE, ""))
+        longest = max(longest, *(len(t) for t in traces))
+        record = [str(ex["prompt"]), str(ex["answer"])]
+        if i < FINGERPRINT_TRACES:  # a change in the trace format changes the key
+            record += traces
+        digest.update(json.dumps(record).encode())
+    for ex in evals:
+        chars.update(str(ex["prompt"]))
+        digest.update(json.dumps(["eval", str(ex["prompt"]), str(ex["answer"])]).encode())
+    extra = getattr(task, "fingerprint", None)  # optional task-provided identity (e.g. its config)
+    if callable(extra):
+        extra = extra()
+    if extra is not None:
+        digest.update(json.dumps(["task-fingerprint", extra], sort_keys=True, default=str).encode())
+    return TaskMaterial(train, evals, chars, digest.hexdigest(), longest)
+
+
+def cache_key(tiny: TinyModelConfig, task: Task, material: TaskMaterial) -> dict[str, Any]:
+    """The JSON object whose sha256 names the cache directory."""
+    return {
+        "cache_format": CACHE_FORMAT,
+        "tiny": dataclasses.asdict(tiny),
+        "task": {"name": getattr(task, "name", type(task).__name__), "fingerprint": material.fingerprint},
+    }
+
+
+def cache_hash(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------- warm start
+
+
+def _num_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _lr_lambda(steps: int) -> Any:
+    """Linear warm-up over the first 5% of steps, then cosine decay to zero."""
+    warmup = max(1, steps // 20)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def make_batch(
+    prompt_ids: list[list[int]], completion_ids: list[list[int]], eos_id: int, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded `prompt + completion + eos` and labels that are -100 except on completion and eos."""
+    seqs = [p + c + [eos_id] for p, c in zip(prompt_ids, completion_ids)]
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+    for row, (p, s) in enumerate(zip(prompt_ids, seqs)):
+        input_ids[row, : len(s)] = torch.tensor(s)
+        labels[row, len(p) : len(s)] = torch.tensor(s[len(p) :])
+    return input_ids, labels
+
+
+def _progress(enabled: bool, total: int) -> Any:
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]tiny warm start[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+
+
+def warm_start(
+    model: Qwen2ForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    task: Task,
+    train: list[dict[str, Any]],
+    tiny: TinyModelConfig,
+    progress: bool = True,
+) -> list[float]:
+    """Supervised training on `prompt + trace + <eos>` (loss on trace and eos only). Returns per-step losses.
+
+    Speed on 2 CPU cores: float32, no attention mask (right padding + causal attention already hides the
+    padding from every real token, and sdpa can take its is_causal fast path), no KV cache, padding only to
+    the batch's longest sequence.
+    """
+    rng = random.Random(tiny.seed)
+    steps, batch_size = tiny.warm_start_steps, tiny.warm_start_batch_size
+    prompt_ids = tokenizer([str(ex["prompt"]) for ex in train], add_special_tokens=False)["input_ids"]
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=tiny.warm_start_lr, betas=(0.9, 0.95), weight_decay=0.01, foreach=True
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps))
+    losses: list[float] = []
+    model.train()
+    with _progress(progress, steps) as bar:
+        bar_task = bar.add_task("warm start", total=steps, loss="  -  ") if bar is not None else None
+        for step in range(steps):
+            idx = [rng.randrange(len(train)) for _ in range(batch_size)]
+            traces = [task.warm_start_completion(train[i], rng, rng.random() < tiny.verbose_fraction) for i in idx]
+            completion_ids = tokenizer(traces, add_special_tokens=False)["input_ids"]
+            input_ids, labels = make_batch([prompt_ids[i] for i in idx], completion_ids,
+                                           tokenizer.eos_token_id, tokenizer.pad_token_id)
+            if input_ids.shape[1] > tiny.max_positions:
+                raise ConfigError(
+                    f"model.tiny.max_positions={tiny.max_positions} is too small for task "
+                    f"'{getattr(task, 'name', '?')}': a warm-start sequence has {input_ids.shape[1]} tokens"
+                )
+            logits = model(input_ids=input_ids, use_cache=False).logits
+            loss = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            if bar is not None:
+                bar.update(bar_task, advance=1, loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def greedy_accuracy(
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    examples: list[dict[str, Any]],
+    max_new_tokens: int,
+    batch_size: int = 100,
+) -> tuple[float, list[str]]:
+    """Greedy accuracy by `task.score`, generating in left-padded batches. Returns (accuracy, completions)."""
+    if not examples:
+        return float("nan"), []
+    was_training = model.training
+    model.eval()
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    completions: list[str] = []
+    try:
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            enc = tokenizer([str(ex["prompt"]) for ex in chunk], return_tensors="pt", padding=True,
+                            add_special_tokens=False)
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            completions += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    scores = [float(task.score(c, ex)) for c, ex in zip(completions, examples)]
+    return sum(scores) / len(scores), completions
+
+
+# ----------------------------------------------------------------------------------------------- cache
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (so parallel runs of one config build the cache once); no-op off POSIX."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def is_complete(path: Path) -> bool:
+    """A cache entry is complete when its metadata file exists (it is written last, before the rename)."""
+    return (path / META_FILE).is_file()
+
+
+def build_into(directory: Path, tiny: TinyModelConfig, task: Task, material: TaskMaterial, key: dict[str, Any],
+               progress: bool) -> None:
+    """Build tokenizer + model, warm-start, evaluate and save everything into `directory` (which exists)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(_num_threads())
+    try:
+        with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG state untouched
+            torch.manual_seed(tiny.seed)
+            tokenizer = build_tokenizer(material.chars, max_length=tiny.max_positions)
+            model = build_model(tiny, tokenizer)
+            start = time.perf_counter()
+            losses = warm_start(model, tokenizer, task, material.train, tiny, progress=progress)
+            train_seconds = time.perf_counter() - start
+            # Room for the longest trace (characters >= tokens) plus slack, within the position budget.
+            longest_prompt = max((len(tokenizer(str(ex["prompt"]))["input_ids"]) for ex in material.eval), default=0)
+            max_new = max(1, min(material.max_completion_chars + 8, tiny.max_positions - longest_prompt))
+            start = time.perf_counter()
+            accuracy, completions = greedy_accuracy(model, tokenizer, task, material.eval, max_new)
+            eval_seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+
+    tail = losses[-min(10, len(losses)) :] if losses else []
+    meta = {
+        "cache_format": CACHE_FORMAT,
+        "key": key,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {"torch": torch.__version__, "transformers": _transformers_version()},
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+        "warm_start_steps": tiny.warm_start_steps,
+        "warm_start_seconds": round(train_seconds, 3),
+        "warm_start_seconds_per_step": round(train_seconds / max(1, len(losses)), 4),
+        # initial = loss of the first step (the untrained model); final = mean of the last <=10 steps
+        "warm_start_loss_initial": losses[0] if losses else None,
+        "warm_start_loss_final": sum(tail) / len(tail) if tail else None,
+        "warm_start_accuracy": accuracy,
+        "warm_start_eval_examples": len(material.eval),
+        "warm_start_eval_seconds": round(eval_seconds, 3),
+        "losses": [round(x, 5) for x in losses],
+        "samples": [
+            {"prompt": ex["prompt"], "answer": ex["answer"], "completion": c}
+            for ex, c in zip(material.eval[:8], completions[:8])
+        ],
+    }
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def ensure_cached(cache_root: Path, tiny: TinyModelConfig, task: Task, progress: bool = True) -> tuple[Path, bool]:
+    """Return (cache entry directory, whether it already existed), building it if needed."""
+    check_tiny_config(tiny)
+    material = collect_task_material(task, tiny)
+    key = cache_key(tiny, task, material)
+    digest = cache_hash(key)
+    base = Path(cache_root) / "tiny"
+    base.mkdir(parents=True, exist_ok=True)
+    final = base / digest
+    if is_complete(final):
+        return final, True
+    with _file_lock(base / f".{digest}.lock"):
+        if is_complete(final):  # another process built it while we waited
+            return final, True
+        # Leftovers of killed builds of this entry (we hold its lock, so nobody else is writing them).
+        for stale in base.glob(f".tmp-{digest}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if final.exists():  # incomplete entry (should not happen with the rename, but never trust it)
+            shutil.rmtree(final)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{digest}-", dir=base))
+        try:
+            build_into(tmp, tiny, task, material, key, progress)
+            os.rename(tmp, final)  # atomic on one filesystem: the entry appears complete or not at all
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final, False
+
+
+def load_tiny(
+    cfg: ModelConfig, task: Task, cache_root: Path, progress: bool = True, padding_side: str = "left"
+) -> tuple[Qwen2ForCausalLM, PreTrainedTokenizerFast, dict[str, Any]]:
+    """The `tiny` branch of `load_model_and_tokenizer`: build-or-load the cached warm-started model."""
+    from workbench.models import torch_dtype
+
+    dtype = torch_dtype(cfg.dtype)
+    start = time.perf_counter()
+    path, hit = ensure_cached(cache_root, cfg.tiny, task, progress=progress)
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side=padding_side)
+    model = Qwen2ForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    model.eval()
+    meta = json.loads((path / META_FILE).read_text())
+    info = {
+        "kind": "tiny",
+        "name_or_path": str(path),
+        "cache_path": str(path),
+        "cache_hit": hit,
+        "load_seconds": round(time.perf_counter() - start, 3),
+        "warm_start_seconds": meta.get("warm_start_seconds"),
+        "warm_start_accuracy": meta.get("warm_start_accuracy"),
+        "warm_start_loss_initial": meta.get("warm_start_loss_initial"),
+        "warm_start_loss_final": meta.get("warm_start_loss_final"),
+        "warm_start_eval_examples": meta.get("warm_start_eval_examples"),
+    }
+    return model, tokenizer, info

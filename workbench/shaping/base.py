@@ -1,0 +1,193 @@
+"""The shaping-term interface and its registry.
+
+Three kinds of term (DESIGN.md), one registry keyed by (kind, name):
+
+* ``reward``: per-rollout scalar before group normalisation. ``term(rollouts) -> Tensor (B,)``.
+* ``advantage``: rewrites advantages after group normalisation.
+  ``term(advantages (B,), rollouts, rewards (B,)) -> Tensor (B,) or (B, T)``.
+* ``regularizer``: acts on the loss. A regularizer may (a) set TRL options (``trl_args``), (b) rewrite per-token
+  advantages once the training forward pass has produced log-probs (``token_advantages``), (c) add a loss term
+  (``loss``). Each hook is optional.
+
+Terms declare the signals they need in ``needs``; the trainer computes a signal only when an active term needs it.
+Signals: ``correct``, ``lengths``, ``entropy`` (per-token entropies of the sampled completions at reward time),
+``phase`` (think/answer token masks), ``cost``, ``tool_calls``, ``answers``. ``correct`` and ``lengths`` are
+always present because every run logs them.
+
+Rollouts are always the whole (gathered) generation batch: rollouts ``g*G .. (g+1)*G - 1`` share a prompt, so a
+term that needs the whole group always sees it, also in a multi-process run.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from workbench.config import ConfigError
+
+KINDS = ("reward", "advantage", "regularizer")
+SIGNALS = frozenset({"correct", "lengths", "entropy", "phase", "cost", "tool_calls", "answers"})
+
+
+@dataclass
+class Rollouts:
+    """One generation batch as shaping terms see it. B = number of rollouts, T = padded completion length."""
+
+    completions: list[str]
+    completion_ids: list[list[int]]
+    lengths: torch.Tensor  # (B,) long: completion tokens
+    prompt_lengths: torch.Tensor  # (B,) long: prompt tokens
+    truncated: torch.Tensor  # (B,) bool: hit max_completion_length without EOS
+    correct: torch.Tensor  # (B,) float in {0, 1}
+    group_size: int  # G
+    prompt_keys: list[Any]  # a stable id per rollout's prompt (dataset `id`), for cross-step state (HAPO)
+    max_completion_length: int
+    step: int = 0  # optimizer step (trainer_state.global_step)
+    mask: torch.Tensor | None = None  # (B, T) completion mask
+    entropies: torch.Tensor | None = None  # (B, T) per-token entropy of the sampled completions ("entropy")
+    think_mask: torch.Tensor | None = None  # (B, T) bool: tokens up to and including </think> ("phase")
+    answer_mask: torch.Tensor | None = None  # (B, T) bool: tokens after </think> ("phase")
+    has_think_close: torch.Tensor | None = None  # (B,) bool ("phase")
+    answers: list[str | None] | None = None  # extracted final answers ("answers")
+    cost: torch.Tensor | None = None  # (B,) $ per rollout ("cost")
+    tool_calls: torch.Tensor | None = None  # (B,) float ("tool_calls")
+    # Raw (unweighted) outputs of reward terms computed earlier in the list, by name; combiners read these.
+    term_rewards: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.completions) // self.group_size
+
+    def grouped(self, x: torch.Tensor) -> torch.Tensor:
+        """View a (B,) tensor as (num_groups, G)."""
+        return x.view(-1, self.group_size)
+
+
+class Term:
+    """Base of all shaping terms. Subclasses set ``name``, ``kind`` and ``needs`` and take options as kwargs."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Cross-step state to save with checkpoints (e.g. HAPO's per-prompt history). Empty by default."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def metrics(self) -> dict[str, float]:
+        """Extra metrics for the last call, logged as ``shaping/<name>/<key>``."""
+        return {}
+
+    def bind_tokenizer(self, tokenizer: Any) -> None:
+        """Called once at setup with the run's tokenizer. Default: nothing.
+
+        For terms whose options are strings that must become token ids (EMPG's step delimiters).
+        """
+
+
+class RewardTerm(Term):
+    kind = "reward"
+
+    def __init__(self, weight: float = 1.0):
+        self.weight = float(weight)
+
+    def __call__(self, rollouts: Rollouts) -> torch.Tensor:  # (B,)
+        raise NotImplementedError
+
+
+class AdvantageTransform(Term):
+    kind = "advantage"
+
+    def __call__(self, advantages: torch.Tensor, rollouts: Rollouts, rewards: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Regularizer(Term):
+    """Loss-side term. Override any of the three hooks; the defaults do nothing."""
+
+    kind = "regularizer"
+
+    def trl_args(self) -> dict[str, Any]:
+        """Options for TRL's GRPOConfig that implement this term natively (e.g. ``entropy_coef``)."""
+        return {}
+
+    def token_advantages(
+        self,
+        advantages: torch.Tensor,  # (B, T)
+        logps: torch.Tensor,  # (B, T) detached current log-probs of the sampled tokens
+        old_logps: torch.Tensor,  # (B, T) detached
+        mask: torch.Tensor,  # (B, T)
+    ) -> torch.Tensor:
+        return advantages
+
+    def loss(
+        self,
+        logps: torch.Tensor,  # (B, T) with grad
+        old_logps: torch.Tensor,  # (B, T) detached
+        advantages: torch.Tensor,  # (B, T)
+        mask: torch.Tensor,  # (B, T)
+        entropies: torch.Tensor | None,  # (B, T) with grad
+    ) -> torch.Tensor | None:
+        """An extra scalar loss (already normalised, e.g. a token mean), or None."""
+        return None
+
+    @property
+    def has_token_hook(self) -> bool:
+        return type(self).token_advantages is not Regularizer.token_advantages
+
+    @property
+    def has_loss(self) -> bool:
+        return type(self).loss is not Regularizer.loss
+
+
+# ----------------------------------------------------------------------------------------------- registry
+
+REGISTRY: dict[str, dict[str, type[Term]]] = {kind: {} for kind in KINDS}
+
+
+def register(cls: type[Term]) -> type[Term]:
+    """Class decorator: add a term to the registry under (cls.kind, cls.name). Duplicates raise."""
+    if cls.kind not in KINDS:
+        raise ValueError(f"{cls.__name__}.kind={cls.kind!r}; must be one of {KINDS}")
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    unknown = set(cls.needs) - SIGNALS
+    if unknown:
+        raise ValueError(f"{cls.__name__}.needs has unknown signals {sorted(unknown)}; valid: {sorted(SIGNALS)}")
+    table = REGISTRY[cls.kind]
+    if cls.name in table and table[cls.name] is not cls:
+        raise ValueError(f"duplicate {cls.kind} term name {cls.name!r}: {table[cls.name].__name__} and {cls.__name__}")
+    table[cls.name] = cls
+    return cls
+
+
+def build_terms(kind: str, options_by_name: dict[str, dict[str, Any]]) -> list[Term]:
+    """Instantiate the terms of one kind from config ``{name: {option: value}}``, in config order.
+
+    Unknown names and unknown options raise ConfigError naming the key and the valid choices.
+    """
+    import workbench.shaping  # noqa: F401  (registers every term)
+
+    table = REGISTRY[kind]
+    terms = []
+    for name, options in options_by_name.items():
+        if name not in table:
+            raise ConfigError(f"{kind}={name!r} is not a known {kind} term; choose from: {', '.join(sorted(table))}")
+        cls = table[name]
+        options = dict(options or {})
+        params = inspect.signature(cls.__init__).parameters
+        valid = [p for p in params if p != "self" and params[p].kind is not inspect.Parameter.VAR_KEYWORD]
+        for key in options:
+            if key not in valid:
+                raise ConfigError(f"unknown key '{kind}.{name}.{key}'; valid keys: {', '.join(sorted(valid))}")
+        try:
+            terms.append(cls(**options))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{kind}.{name}: {e}") from None
+    return terms

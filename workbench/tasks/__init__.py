@@ -1,0 +1,51 @@
+"""Tasks: prompts plus the scorer shared by training rewards and `rl eval`.
+
+`TASKS` maps the `task.name` values of conf/task/*.yaml to Task classes; `build_task(cfg)` builds one and turns
+every configuration mistake (unknown name, missing file or column, bad reasoning-gym params) into a one-line
+`ConfigError`. Importing this package is cheap: reasoning-gym, datasets and math-verify load on first use.
+
+Example dicts carry `prompt`, `answer` (str), `id` (index within the split) and `question` (natural text),
+plus task-specific columns (`expression` for arithmetic/chain_sum, `numbers`/`target` for countdown).
+"""
+
+from __future__ import annotations
+
+from workbench.config import PROMPT_STYLES, ConfigError, TaskConfig
+from workbench.tasks.base import THINK_CLOSE, THINK_OPEN, Task, split_think
+from workbench.tasks.files import FileTask
+from workbench.tasks.gym import ArithmeticTask, ChainSumTask, CountdownTask
+from workbench.tasks.hf import HFTask
+
+TASKS: dict[str, type[Task]] = {
+    "arithmetic": ArithmeticTask,
+    "chain_sum": ChainSumTask,
+    "countdown": CountdownTask,
+    "file": FileTask,
+    "hf": HFTask,
+}
+
+
+def build_task(cfg: TaskConfig) -> Task:
+    """The Task named by `cfg.name`, configured by `cfg`; raises a one-line ConfigError on bad settings."""
+    if cfg.name not in TASKS:
+        raise ConfigError(f"task.name={cfg.name!r} is not valid; choose one of: {', '.join(TASKS)}")
+    if cfg.prompt_style not in PROMPT_STYLES:
+        raise ConfigError(
+            f"task.prompt_style={cfg.prompt_style!r} is not valid; choose one of: {', '.join(PROMPT_STYLES)}"
+        )
+    return TASKS[cfg.name](cfg)
+
+
+__all__ = [
+    "TASKS",
+    "THINK_CLOSE",
+    "THINK_OPEN",
+    "ArithmeticTask",
+    "ChainSumTask",
+    "CountdownTask",
+    "FileTask",
+    "HFTask",
+    "Task",
+    "build_task",
+    "split_think",
+]

@@ -1,0 +1,57 @@
+"""The task interface: a dataset of prompts plus the scorer that training rewards and `rl eval` share.
+
+One scorer for both keeps reward and evaluation from drifting apart (the nanochat habit).
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from typing import Any
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+
+def split_think(completion: str) -> tuple[str, str, bool]:
+    """Split a completion at the first `</think>`: (think part, answer part, whether `</think>` was present).
+
+    Without a closing tag the whole completion counts as thinking and the answer part is empty.
+
+    >>> split_think("<think>2+2=4</think>4")
+    ('<think>2+2=4', '4', True)
+    """
+    head, sep, tail = completion.partition(THINK_CLOSE)
+    if not sep:
+        return completion, "", False
+    return head, tail, True
+
+
+class Task(ABC):
+    """A task: examples (dicts with at least `prompt`, `answer`, `id`) and a scorer.
+
+    Examples are plain dicts so they go straight into a `datasets.Dataset` and reach TRL reward functions as
+    keyword columns.
+    """
+
+    name: str = "task"
+
+    @abstractmethod
+    def examples(self, split: str) -> list[dict[str, Any]]:
+        """Examples of `split` ("train" or "eval"), deterministic for a given config."""
+
+    @abstractmethod
+    def extract_answer(self, completion: str) -> str | None:
+        """The final answer in a completion (after `</think>` when present), or None if there is none."""
+
+    @abstractmethod
+    def score(self, completion: str, example: dict[str, Any]) -> float:
+        """1.0 if the completion's final answer is correct for `example`, else 0.0."""
+
+    def warm_start_completion(self, example: dict[str, Any], rng: random.Random, verbose: bool) -> str | None:
+        """A correct reference completion used for the tiny model's supervised warm start.
+
+        `verbose` asks for a step-by-step trace rather than a concise one. Tasks that cannot produce traces
+        return None, and the tiny model cannot warm-start on them.
+        """
+        return None

@@ -1,0 +1,260 @@
+"""Procedural tasks generated offline by reasoning-gym: arithmetic, chain_sum, countdown.
+
+Generation is deterministic: the train split uses `task.seed`, the eval split `task.seed + EVAL_SEED_OFFSET`,
+and eval problems already in the train split (or repeated within eval) are skipped, so the splits never share
+a problem. `task.params` override the task's defaults and go to the reasoning-gym dataset config.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import random
+import re
+from fractions import Fraction
+from typing import Any, Hashable
+
+from workbench.config import ConfigError, TaskConfig
+from workbench.tasks.base import THINK_CLOSE, THINK_OPEN, Task
+from workbench.tasks.scoring import THINK_INSTRUCTION, answer_text, final_number, numbers_equal
+
+# reasoning-gym seeds item i with Random(seed + i), so the eval seed must be far from the train seeds.
+EVAL_SEED_OFFSET = 1_000_000_007
+SPLITS = ("train", "eval")
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+
+
+class GymTask(Task):
+    """A reasoning-gym generator wrapped as a Task; subclasses set `rg_name`, `defaults` and the item mapping."""
+
+    rg_name: str = ""
+    defaults: dict[str, Any] = {}
+
+    def __init__(self, cfg: TaskConfig):
+        self.cfg = cfg
+        if cfg.train_size < 1:
+            raise ConfigError(f"task.train_size={cfg.train_size} must be at least 1")
+        if cfg.eval_size < 0:
+            raise ConfigError(f"task.eval_size={cfg.eval_size} must be >= 0")
+        self.params = {**self.defaults, **cfg.params}
+        self._rg = self._generator(cfg.seed, 1)  # validates params now, not at first use; also the scorer
+        self._cache: dict[str, list[dict[str, Any]]] = {}
+
+    # -- generation ------------------------------------------------------------------------------------
+
+    def _generator(self, seed: int, size: int) -> Any:
+        from reasoning_gym.factory import DATASETS
+
+        dataset_cls, config_cls = DATASETS[self.rg_name]
+        valid = [f.name for f in dataclasses.fields(config_cls) if f.name not in ("seed", "size")]
+        for key in self.params:
+            if key in ("seed", "size"):
+                raise ConfigError(f"task.params.{key} is managed by the workbench; use task.seed / task.*_size")
+            if key not in valid:
+                raise ConfigError(
+                    f"task.params.{key} is not an option of reasoning-gym {self.rg_name}; valid: {', '.join(valid)}"
+                )
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in self.params.items()}
+        try:
+            config = config_cls(**params, seed=seed, size=max(size, 1))
+            return dataset_cls(config=config)  # the constructor runs config.validate()
+        except (AssertionError, TypeError, ValueError) as e:
+            raise ConfigError(f"task.params for {self.rg_name} are invalid: {e}") from None
+
+    def _item(self, generator: Any, idx: int) -> dict[str, Any]:
+        try:
+            return generator[idx]
+        except ValueError as e:  # e.g. countdown cannot hit a target range
+            raise ConfigError(f"task.params for {self.rg_name}: generation failed: {e}") from None
+
+    def _generate(self) -> None:
+        cfg = self.cfg
+        train_gen = self._generator(cfg.seed, cfg.train_size)
+        train = [self._example(self._item(train_gen, i)) for i in range(cfg.train_size)]
+        seen: set[Hashable] = {self._key(ex) for ex in train}
+        eval_gen = self._generator(cfg.seed + EVAL_SEED_OFFSET, cfg.eval_size)
+        evals: list[dict[str, Any]] = []
+        idx, limit = 0, 50 * cfg.eval_size + 1000
+        while len(evals) < cfg.eval_size and idx < limit:
+            ex = self._example(self._item(eval_gen, idx))
+            idx += 1
+            key = self._key(ex)
+            if key not in seen:
+                seen.add(key)
+                evals.append(ex)
+        if len(evals) < cfg.eval_size:
+            raise ConfigError(
+                f"task.eval_size={cfg.eval_size}: only {len(evals)} distinct {self.name} problems outside the "
+                f"training set; widen task.params or lower task.train_size"
+            )
+        for split, rows in (("train", train), ("eval", evals)):
+            for i, ex in enumerate(rows):
+                ex["id"] = i
+            self._cache[split] = rows
+
+    def examples(self, split: str) -> list[dict[str, Any]]:
+        check_split(split)
+        if not self._cache:
+            self._generate()
+        return [dict(ex) for ex in self._cache[split]]
+
+    # -- per-task hooks ----------------------------------------------------------------------------------
+
+    def _example(self, item: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _key(self, example: dict[str, Any]) -> Hashable:
+        """What makes two problems the same (used to keep eval disjoint from train)."""
+        return example["question"]
+
+    def _natural(self, question: str) -> str:
+        return f"{question}\n{THINK_INSTRUCTION}"
+
+
+# ---------------------------------------------------------------------------------------------- chain sums
+
+
+class ChainSumTask(GymTask):
+    """+/- chains from reasoning-gym `chain_sum`; compact prompt "12+34-5=", answer an integer string."""
+
+    name = "chain_sum"
+    rg_name = "chain_sum"
+    defaults = {"min_terms": 3, "max_terms": 4, "min_digits": 1, "max_digits": 2}
+
+    def _example(self, item: dict[str, Any]) -> dict[str, Any]:
+        expression = item["metadata"]["expression"]  # "63 - 45", negatives as "63 - -45"
+        compact = expression.replace(" ", "") + "="
+        prompt = compact if self.cfg.prompt_style == "compact" else self._natural(item["question"])
+        return {"prompt": prompt, "answer": item["answer"], "id": -1, "question": item["question"],
+                "expression": expression}
+
+    def extract_answer(self, completion: str) -> str | None:
+        return final_number(answer_text(completion))
+
+    def score(self, completion: str, example: dict[str, Any]) -> float:
+        return 1.0 if numbers_equal(self.extract_answer(completion), str(example["answer"])) else 0.0
+
+    def warm_start_completion(self, example: dict[str, Any], rng: random.Random, verbose: bool) -> str | None:
+        return chain_trace(example["expression"], verbose)
+
+
+class ArithmeticTask(ChainSumTask):
+    """Two-term a+b / a-b with two-digit operands (chain_sum restricted): compact prompt "63-45=".
+
+    Results can be negative ("15-43=" -> "-28"), exactly as reasoning-gym generates them.
+    """
+
+    name = "arithmetic"
+    defaults = {"min_terms": 2, "max_terms": 2, "min_digits": 2, "max_digits": 2}
+
+
+def chain_trace(expression: str, verbose: bool) -> str:
+    """A correct trace for a reasoning-gym chain expression such as "63 - 45".
+
+    Concise: `<think>63-45=18</think>18`. Verbose goes term by term, adding tens then ones, and checks the
+    last step: `<think>63-45. 63-40=23. 23-5=18. check: 18+45=63 ok</think>18`.
+    """
+    tokens = expression.split()
+    nums = [int(t) for t in tokens[0::2]]
+    ops = tokens[1::2]
+    total = nums[0]
+    for op, n in zip(ops, nums[1:]):
+        total = total + n if op == "+" else total - n
+    compact = "".join(tokens)
+    if not verbose or not ops:
+        return f"{THINK_OPEN}{compact}={total}{THINK_CLOSE}{total}"
+    steps = [f"{compact}."]
+    acc = before_last = nums[0]
+    delta = 0
+    for op, n in zip(ops, nums[1:]):
+        before_last = acc
+        delta = n if op == "+" else -n
+        sign, mag = ("+" if delta >= 0 else "-"), abs(delta)
+        parts = [p for p in (mag - mag % 10, mag % 10) if p] or [0]
+        for p in parts:
+            new = acc + p if sign == "+" else acc - p
+            steps.append(f"{acc}{sign}{p}={new}.")
+            acc = new
+    undo = "-" if delta >= 0 else "+"
+    steps.append(f"check: {acc}{undo}{abs(delta)}={before_last} ok")
+    return f"{THINK_OPEN}{' '.join(steps)}{THINK_CLOSE}{total}"
+
+
+# ---------------------------------------------------------------------------------------------- countdown
+
+_SAFE_EXPRESSION = re.compile(r"^[\d\s+\-*/().]{1,200}$")
+
+
+class CountdownTask(GymTask):
+    """Reach a target with the given numbers (reasoning-gym `countdown`); the answer is an expression.
+
+    Compact prompt: "make 16 from 18 20 7 11:". Scored by reasoning-gym's own `score_answer`, made binary
+    (its 0.01/0.05 consolation rewards count as wrong).
+    """
+
+    name = "countdown"
+    rg_name = "countdown"
+    defaults = {"min_numbers": 3, "max_numbers": 4, "min_value": 1, "max_value": 20,
+                "min_target": 10, "max_target": 100}
+
+    def _example(self, item: dict[str, Any]) -> dict[str, Any]:
+        meta = item["metadata"]
+        numbers = [int(n) for n in meta["numbers"]]
+        target = int(meta["target"])
+        if self.cfg.prompt_style == "compact":
+            prompt = f"make {target} from {' '.join(map(str, numbers))}:"
+        else:
+            prompt = self._natural(item["question"].rstrip())
+        return {"prompt": prompt, "answer": item["answer"].replace(" ", ""), "id": -1,
+                "question": item["question"], "numbers": numbers, "target": target}
+
+    def _key(self, example: dict[str, Any]) -> Hashable:
+        return (tuple(sorted(example["numbers"])), example["target"])
+
+    def extract_answer(self, completion: str) -> str | None:
+        return answer_text(completion)
+
+    def score(self, completion: str, example: dict[str, Any]) -> float:
+        answer = self.extract_answer(completion)
+        # reasoning-gym's scorer runs sympy's parse_expr (an eval): only hand it plain arithmetic, no powers.
+        if answer is None or not _SAFE_EXPRESSION.match(answer) or "**" in answer:
+            return 0.0
+        entry = {"answer": example["answer"],
+                 "metadata": {"numbers": list(example["numbers"]), "target": example["target"]}}
+        return 1.0 if self._rg.score_answer(answer, entry) >= 1.0 else 0.0
+
+    def warm_start_completion(self, example: dict[str, Any], rng: random.Random, verbose: bool) -> str | None:
+        expression = str(example["answer"]).replace(" ", "")
+        if not verbose:
+            return f"{THINK_OPEN}{expression}={example['target']}{THINK_CLOSE}{expression}"
+        steps: list[str] = []
+        _evaluate(ast.parse(expression, mode="eval").body, steps)
+        return f"{THINK_OPEN}{' '.join(steps)}{THINK_CLOSE}{expression}"
+
+
+_OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+
+
+def _fmt(x: Fraction) -> str:
+    return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
+
+
+def _evaluate(node: ast.AST, steps: list[str]) -> Fraction:
+    """Evaluate an arithmetic AST exactly, appending one "a op b=c." step per binary operation."""
+    if isinstance(node, ast.Constant):
+        return Fraction(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_evaluate(node.operand, steps)
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        left, right = _evaluate(node.left, steps), _evaluate(node.right, steps)
+        sym = _OPS[type(node.op)]
+        value = {"+": left + right, "-": left - right, "*": left * right}.get(sym)
+        if value is None:
+            value = left / right
+        steps.append(f"{_fmt(left)}{sym}{_fmt(right)}={_fmt(value)}.")
+        return value
+    raise ValueError(f"unsupported expression node {ast.dump(node)}")

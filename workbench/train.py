@@ -1,0 +1,355 @@
+"""`rl train`, top to bottom: config -> task -> shaping -> TRL args -> model -> run dir -> trainer -> train -> save.
+
+Everything that can be wrong with the user's input is checked before the run directory is created, so a bad
+override never leaves a directory behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from workbench.config import ConfigError, TrainConfig, to_dict, to_train_config
+from workbench.runs import RunDir, read_jsonl
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False)
+
+
+def load_run_config(run: RunDir) -> TrainConfig:
+    with open(run.config_file) as f:
+        return to_train_config(yaml.safe_load(f))
+
+
+def _to_dataset(examples: list[dict[str, Any]], use_chat_template: bool):
+    from datasets import Dataset
+
+    rows = []
+    for x in examples:
+        row = dict(x)
+        if use_chat_template:
+            row["prompt"] = [{"role": "user", "content": x["prompt"]}]
+        rows.append(row)
+    return Dataset.from_list(rows)
+
+
+def _wandb_env(cfg: TrainConfig, run: RunDir, run_id: str, resume: bool) -> None:
+    """W&B is configured through its environment variables, which transformers' WandbCallback reads."""
+    mode = os.environ.get("WANDB_MODE") or cfg.logger.mode  # a user's explicit WANDB_MODE wins
+    os.environ["WANDB_MODE"] = mode
+    os.environ["WANDB_DIR"] = str(run.path)
+    os.environ["WANDB_PROJECT"] = cfg.logger.project
+    if cfg.logger.entity:
+        os.environ["WANDB_ENTITY"] = cfg.logger.entity
+    os.environ["WANDB_RUN_GROUP"] = cfg.logger.group or cfg.experiment_name
+    os.environ["WANDB_TAGS"] = ",".join([cfg.experiment_name, cfg.algo.name, *cfg.logger.tags])
+    os.environ["WANDB_RUN_ID"] = run_id
+    os.environ["WANDB_RESUME"] = "allow" if resume else "never"
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ["WANDB_LOG_MODEL"] = "false"
+    os.environ["WANDB_WATCH"] = "false"
+
+
+def _finish_wandb(exit_code: int = 0) -> None:
+    """Close the W&B run, so a later trainer in this process gets its own run (sweeps, tests)."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=exit_code)
+    except Exception:  # noqa: BLE001 - closing W&B must never hide the real outcome
+        pass
+
+
+def prepare(cfg: TrainConfig, progress: bool = True):
+    """Build everything that can fail on user input, before any run directory exists."""
+    import torch
+
+    from workbench.models import load_model_and_tokenizer
+    from workbench.shaping import build_terms
+    from workbench.tasks import build_task
+
+    task = build_task(cfg.task)
+    train_examples = task.examples("train")
+    eval_examples = task.examples("eval")
+    reward_terms = build_terms("reward", cfg.reward)
+    if not reward_terms:
+        raise ConfigError("reward: no reward terms selected; e.g. reward=[correctness,format]")
+    advantage_terms = build_terms("advantage", cfg.advantage)
+    regularizers = build_terms("regularizer", cfg.regularizer)
+    if cfg.algo.name == "rloo" and any(r.has_token_hook or r.has_loss for r in regularizers):
+        raise ConfigError("regularizer: loss-side terms (clip_cov, kl_cov, siren) work with algo=grpo only")
+    trl_options = dict(cfg.algo.trl)
+    for reg in regularizers:
+        trl_options.update(reg.trl_args())
+    on_cpu = not torch.cuda.is_available()
+    fixed = {
+        "output_dir": "checkpoints",  # replaced by the run directory's checkpoints/ once it exists
+        "seed": cfg.seed,
+        "reward_weights": [t.weight for t in reward_terms],
+        "report_to": "none",
+        "disable_tqdm": True,
+        "save_strategy": "steps",
+        "logging_strategy": "steps",
+    }
+    if on_cpu:
+        # GRPOConfig defaults to bf16 mixed precision, which needs a GPU.
+        fixed.update(use_cpu=True, bf16=False, fp16=False)
+    if cfg.algo.name == "grpo" and "scale_rewards" not in trl_options:
+        trl_options["scale_rewards"] = "none"
+    from workbench.trainers import build_trl_args
+
+    args = build_trl_args(cfg.algo.name, trl_options, fixed)
+    model, tokenizer, info = load_model_and_tokenizer(cfg.model, task, progress=progress)
+    return task, train_examples, eval_examples, reward_terms, advantage_terms, regularizers, args, model, tokenizer, info
+
+
+def _evaluate(cfg, model, tokenizer, task, eval_examples, args, seed: int) -> dict[str, float]:
+    from workbench.evaluation.generate import quick_accuracy
+
+    return quick_accuracy(
+        model,
+        tokenizer,
+        task,
+        eval_examples[: cfg.eval.num_problems],
+        n=cfg.eval.n,
+        temperature=cfg.eval.temperature,
+        max_new_tokens=args.max_completion_length,
+        batch_size=cfg.eval.batch_size,
+        use_chat_template=cfg.model.use_chat_template,
+        seed=seed,
+    )
+
+
+def train(
+    cfg: TrainConfig,
+    overrides: list[str],
+    argv: list[str] | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+) -> RunDir:
+    """Run one training job and return its run directory (status completed or failed in meta.json)."""
+    import dataclasses
+
+    import wandb.util
+    from transformers import set_seed
+
+    console = _console()
+    argv = argv if argv is not None else sys.argv
+    set_seed(cfg.seed)
+    (task, train_examples, eval_examples, reward_terms, advantage_terms, regularizers, args, model, tokenizer,
+     info) = prepare(cfg, progress=progress)
+
+    # ---- run directory (new, or the one being resumed)
+    checkpoint = None
+    if resume is not None:
+        run = RunDir.open(resume)
+        meta = run.read_meta()
+        checkpoint = run.last_checkpoint()
+        step = 0
+        if checkpoint is not None:
+            import json
+
+            step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+        run.truncate_metrics(step)
+        run_id = meta.get("wandb_run_id") or wandb.util.generate_id()
+        run.write_meta(status="running", error=None, end_time=None,
+                       resumes=[*meta.get("resumes", []), {"time": time.time(), "from_step": step}])
+        if run.summary_file.exists():
+            run.summary_file.unlink()
+    else:
+        run = RunDir.create(cfg.runs_dir, cfg.experiment_name, cfg.name)
+        run_id = wandb.util.generate_id()
+        with open(run.config_file, "w") as f:
+            yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+        run.path.joinpath("overrides.txt").write_text("".join(o + "\n" for o in overrides))
+        run.start_meta(argv, cfg.seed, PROJECT_ROOT)
+        run.write_meta(model=info, wandb_run_id=run_id if cfg.logger.backend == "wandb" else None)
+    use_wandb = cfg.logger.backend == "wandb" and (os.environ.get("WANDB_MODE") or cfg.logger.mode) != "disabled"
+    if use_wandb:
+        _wandb_env(cfg, run, run_id, resume is not None)
+    args = dataclasses.replace(
+        args,
+        output_dir=str(run.checkpoints_dir),
+        run_name=f"{cfg.experiment_name}/{run.path.name}",
+        report_to=["wandb"] if use_wandb else "none",
+    )
+
+    from workbench.trainers import (
+        MetricsFileCallback,
+        RichProgressCallback,
+        ShapedGRPOTrainer,
+        ShapedRLOOTrainer,
+        make_wandb_callback,
+    )
+
+    progress_cb = RichProgressCallback(enabled=progress)
+    metrics_cb = MetricsFileCallback(run, rollouts_per_step=args.per_device_train_batch_size * args.gradient_accumulation_steps)
+    trainer = None
+    start_eval: dict[str, float] = {}
+    t0 = time.time()
+    try:
+        if cfg.eval.at_start and checkpoint is None:
+            start_eval = _evaluate(cfg, model, tokenizer, task, eval_examples, args, seed=cfg.seed)
+            run.write_meta(eval_start=start_eval)
+            console.print(f"[dim]start: held-out accuracy {start_eval['accuracy']:.3f}, "
+                          f"length {start_eval['length']:.1f} tokens ({start_eval['num_samples']} samples)[/dim]")
+        elif resume is not None:
+            start_eval = run.read_meta().get("eval_start", {})
+        trainer_cls = ShapedGRPOTrainer if cfg.algo.name == "grpo" else ShapedRLOOTrainer
+        trainer = _build_trainer(trainer_cls, model, tokenizer, args, train_examples, cfg, reward_terms,
+                                 [metrics_cb, progress_cb])
+        trainer.setup_shaping(
+            task=task,
+            reward_terms=reward_terms,
+            advantage_terms=advantage_terms,
+            regularizers=regularizers,
+            run=run,
+            samples_every=cfg.samples_every,
+            num_samples=cfg.num_samples,
+            price_prompt=cfg.price.prompt_per_million * 1e-6,
+            price_completion=cfg.price.completion_per_million * 1e-6,
+        )
+        if use_wandb:
+            from transformers.integrations import WandbCallback
+
+            trainer.remove_callback(WandbCallback)
+            trainer.add_callback(make_wandb_callback())
+        if cfg.eval.every > 0:
+            trainer.add_callback(_PeriodicEval(cfg, tokenizer, task, eval_examples, args, trainer))
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        progress_cb.close()
+
+        # ---- save the final model (merged if LoRA) so plain transformers can load it
+        final_model = trainer.model
+        if hasattr(final_model, "merge_and_unload"):
+            final_model = final_model.merge_and_unload()
+        final_model.save_pretrained(run.final_dir)
+        tokenizer.save_pretrained(run.final_dir)
+        end_eval = _evaluate(cfg, final_model, tokenizer, task, eval_examples, args, seed=cfg.seed + 1) if cfg.eval.at_end else {}
+        summary = _summary(run, cfg, start_eval, end_eval, time.time() - t0, trainer)
+        if use_wandb:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+        run.mark_completed(summary)
+        _finish_wandb(0)
+        return run
+    except BaseException as e:
+        progress_cb.close()
+        err = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        run.mark_failed(err)
+        run.path.joinpath("error.txt").write_text(traceback.format_exc())
+        _finish_wandb(1)
+        raise
+
+
+def _build_trainer(trainer_cls, model, tokenizer, args, train_examples, cfg, reward_terms, callbacks):
+    """TRL needs reward functions at construction; ours are adapters that read the trainer's per-batch outputs,
+    so they are created with a late-bound reference and connected once the trainer exists."""
+    from workbench.trainers import TermReward
+
+    holder: dict[str, Any] = {}
+
+    class _Late:
+        def __getattr__(self, item):
+            return getattr(holder["trainer"], item)
+
+    funcs = [TermReward(_Late(), t.name) for t in reward_terms]
+    trainer = trainer_cls(
+        model=model,
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=_to_dataset(train_examples, cfg.model.use_chat_template),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    holder["trainer"] = trainer
+    return trainer
+
+
+class _PeriodicEval:
+    """Held-out evaluation every `eval.every` steps; results join the next log row as eval/accuracy etc."""
+
+    def __init__(self, cfg, tokenizer, task, examples, args, trainer):
+        from transformers import TrainerCallback
+
+        self.__class__ = type("PeriodicEval", (_PeriodicEval, TrainerCallback), {})
+        self.cfg, self.tokenizer, self.task, self.examples, self.args, self.trainer = cfg, tokenizer, task, examples, args, trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.cfg.eval.every == 0 and state.is_world_process_zero:
+            res = _evaluate(self.cfg, self.trainer.model, self.tokenizer, self.task, self.examples, self.args,
+                            seed=state.global_step)
+            self.trainer._metrics["train"]["eval/accuracy"].append(res["accuracy"])
+            self.trainer._metrics["train"]["eval/length/mean"].append(res["length"])
+
+
+def _summary(run: RunDir, cfg: TrainConfig, start: dict, end: dict, seconds: float, trainer) -> dict[str, Any]:
+    rows = read_jsonl(run.metrics_file)
+    last: dict[str, Any] = {}
+    for r in rows:
+        last.update({k: v for k, v in r.items() if v is not None})
+    tail = rows[-10:]
+
+    def tail_mean(key):
+        vals = [r[key] for r in tail if r.get(key) is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    return {
+        "run_dir": str(run.path),
+        "experiment": cfg.experiment_name,
+        "name": cfg.name,
+        "seed": cfg.seed,
+        "algo": cfg.algo.name,
+        "steps": int(trainer.state.global_step),
+        "train_seconds": round(seconds, 1),
+        "eval/accuracy_start": start.get("accuracy"),
+        "eval/accuracy": end.get("accuracy"),
+        "eval/length/mean_start": start.get("length"),
+        "eval/length/mean": end.get("length"),
+        # means over the last 10 logged steps: less noisy than the last step alone
+        "train/reward": tail_mean("train/reward"),
+        "train/accuracy": tail_mean("train/accuracy"),
+        "length/mean": tail_mean("length/mean"),
+        "entropy/mean": tail_mean("entropy/mean"),
+        "cost/mean": tail_mean("cost/mean"),
+        "perf/step_time": tail_mean("perf/step_time"),
+    }
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = _console()
+    table = Table(title=f"rl train: {summary['experiment']}/{Path(summary['run_dir']).name}", show_header=True)
+    table.add_column("metric")
+    table.add_column("start", justify="right")
+    table.add_column("end", justify="right")
+
+    def fmt(v, spec=".3f"):
+        return "-" if v is None else format(v, spec)
+
+    table.add_row("held-out accuracy (eval/accuracy)", fmt(summary.get("eval/accuracy_start")), fmt(summary.get("eval/accuracy")))
+    table.add_row("held-out length, tokens", fmt(summary.get("eval/length/mean_start"), ".1f"), fmt(summary.get("eval/length/mean"), ".1f"))
+    table.add_row("train reward (last 10 steps)", "", fmt(summary.get("train/reward")))
+    table.add_row("train accuracy (last 10 steps)", "", fmt(summary.get("train/accuracy")))
+    table.add_row("completion length (length/mean)", "", fmt(summary.get("length/mean"), ".1f"))
+    table.add_row("token entropy (entropy/mean)", "", fmt(summary.get("entropy/mean")))
+    table.add_row("cost per rollout, $ (cost/mean)", "", fmt(summary.get("cost/mean"), ".2e"))
+    table.add_row("steps / seconds", "", f"{summary['steps']} / {summary['train_seconds']:.0f}")
+    console.print(table)
+    console.print(f"run directory: [bold]{summary['run_dir']}[/bold]")

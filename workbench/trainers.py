@@ -1,0 +1,567 @@
+"""ShapedGRPOTrainer / ShapedRLOOTrainer: TRL's trainers with the workbench's shaping terms plugged in.
+
+Extends TRL (trl 1.16) through four overrides, without copying its loops:
+
+* ``_generate``: records prompt token ids (prompt lengths feed cost terms).
+* ``_calculate_rewards``: builds one ``Rollouts`` for the whole gathered generation batch (groups stay whole in a
+  multi-process run), computes only the signals active terms need, runs every reward term once, checks for
+  NaN/inf naming the term, logs signals (length/, cost/, shaping/), then lets TRL call its reward functions,
+  which are thin adapters returning each process's slice of those outputs. TRL keeps doing the weighting
+  (``reward_weights``), the group normalisation and its own ``rewards/<name>/mean`` logging.
+* ``_generate_and_score_completions``: applies advantage transforms to TRL's group-normalised advantages, and
+  writes samples.jsonl.
+* ``_compute_loss`` + ``_get_per_token_logps_and_entropies``: inside the training forward pass TRL already makes,
+  regularizers see the per-token log-probs and entropies, may rewrite per-token advantages (Clip-Cov) before
+  TRL's loss reads them, and may add a loss term (KL-Cov, SIREN). The same pass gives entropy/think and
+  entropy/answer for free.
+
+Per-token entropies at reward time (PEAR, EMPG) need one extra no-grad forward pass over the sampled batch,
+because TRL scores rewards before its training pass; it runs only when an active term needs it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+from accelerate.utils import gather, gather_object
+from transformers import TrainerCallback
+from trl import GRPOTrainer, RLOOTrainer
+
+from workbench.config import ConfigError
+from workbench.runs import RunDir, append_jsonl
+from workbench.shaping.base import AdvantageTransform, Regularizer, RewardTerm, Rollouts
+from workbench.tasks.base import THINK_CLOSE, Task
+
+# Default token prices for cost/ metrics, $ per token ($0.15 / $0.60 per million prompt / completion tokens,
+# a typical small hosted model in 2025). Cost terms take their own prices from config.
+DEFAULT_PRICE_PROMPT = 0.15e-6
+DEFAULT_PRICE_COMPLETION = 0.60e-6
+
+
+class TermReward:
+    """The TRL reward function for one reward term: returns this process's slice of the term's raw output.
+
+    The trainer computes every term once per batch on the gathered rollouts (see `_calculate_rewards`); TRL calls
+    this adapter as it calls any reward function and applies the term's weight through `reward_weights`.
+    """
+
+    def __init__(self, trainer: Any, name: str):
+        self.trainer = trainer
+        self.__name__ = name
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        out = self.trainer._term_outputs[self.__name__]
+        return out[self.trainer._process_slice].tolist()
+
+
+def phase_masks(completion_ids: torch.Tensor, mask: torch.Tensor, close_id: int | None):
+    """(think_mask, answer_mask, has_close) from token ids: think = up to and including the first `</think>`.
+
+    Without `</think>` (or when the tokenizer has no single `</think>` token) every token counts as thinking.
+    """
+    mask = mask.bool()
+    if close_id is None:
+        has_close = torch.zeros(completion_ids.size(0), dtype=torch.bool, device=completion_ids.device)
+        return mask, torch.zeros_like(mask), has_close
+    is_close = (completion_ids == close_id) & mask
+    has_close = is_close.any(dim=1)
+    # position of the first close tag (T when absent)
+    T = completion_ids.size(1)
+    idx = torch.arange(T, device=completion_ids.device).expand_as(completion_ids)
+    first = torch.where(is_close, idx, torch.full_like(idx, T)).min(dim=1).values
+    think = (idx <= first.unsqueeze(1)) & mask
+    answer = (idx > first.unsqueeze(1)) & mask
+    return think, answer, has_close
+
+
+def _masked_mean(x: torch.Tensor, m: torch.Tensor) -> float:
+    n = m.sum()
+    return float((x * m).sum() / n) if n > 0 else float("nan")
+
+
+class ShapingMixin:
+    """Shared by the GRPO and RLOO subclasses. Set up by `setup_shaping` right after TRL's __init__."""
+
+    def setup_shaping(
+        self,
+        task: Task,
+        reward_terms: list[RewardTerm],
+        advantage_terms: list[AdvantageTransform],
+        regularizers: list[Regularizer],
+        run: RunDir | None,
+        samples_every: int = 10,
+        num_samples: int = 8,
+        price_prompt: float = DEFAULT_PRICE_PROMPT,
+        price_completion: float = DEFAULT_PRICE_COMPLETION,
+    ) -> None:
+        self.task = task
+        self.reward_terms = reward_terms
+        self.advantage_terms = advantage_terms
+        self.regularizers = regularizers
+        self.token_regs = [r for r in regularizers if r.has_token_hook]
+        self.loss_regs = [r for r in regularizers if r.has_loss]
+        self.run = run
+        self.samples_every = samples_every
+        self.num_samples = num_samples
+        self.price_prompt = price_prompt
+        self.price_completion = price_completion
+        self.needs = set().union(*(t.needs for t in [*reward_terms, *advantage_terms, *regularizers]))
+        tok = self.processing_class
+        ids = tok.encode(THINK_CLOSE, add_special_tokens=False) if tok is not None else []
+        self.think_close_id = ids[0] if len(ids) == 1 else None
+        self._term_outputs: dict[str, torch.Tensor] = {}
+        self._process_slice = slice(None)
+        self._batch: dict[str, Any] | None = None
+        self._loss_inputs: dict[str, Any] | None = None
+        self._loss_capture: dict[str, Any] = {}
+        self._last_prompt_ids: list[list[int]] | None = None
+
+    # ------------------------------------------------------------------ generation: remember prompt ids
+    def _generate(self, prompts):
+        result = super()._generate(prompts)
+        self._last_prompt_ids = [list(p) for p in result[0]]
+        return result
+
+    # ------------------------------------------------------------------ rewards
+    def _eos_ids(self) -> set[int]:
+        ids = getattr(self, "eos_token_ids", None)
+        if ids is None:
+            ids = self.processing_class.eos_token_id
+        if isinstance(ids, int):
+            ids = [ids]
+        return set(ids or [])
+
+    def _reward_time_entropies(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]):
+        """One extra no-grad forward pass: per-token entropies of the sampled completions (B, T)."""
+        device = self.accelerator.device
+        pad_id = self.processing_class.pad_token_id
+        P = max(len(p) for p in prompt_ids)
+        T = max(1, max(len(c) for c in completion_ids))
+        B = len(prompt_ids)
+        ids = torch.full((B, P + T), pad_id, dtype=torch.long)
+        att = torch.zeros((B, P + T), dtype=torch.long)
+        for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+            ids[i, P - len(p) : P] = torch.tensor(p, dtype=torch.long)  # prompts left-padded, as TRL does
+            att[i, P - len(p) : P] = 1
+            if c:
+                ids[i, P : P + len(c)] = torch.tensor(c, dtype=torch.long)
+                att[i, P : P + len(c)] = 1
+        was_training = self.model.training
+        with torch.no_grad():
+            _, ent, _ = self._get_per_token_logps_and_entropies(
+                self.model,
+                ids.to(device),
+                att.to(device),
+                T,
+                batch_size=self.args.per_device_train_batch_size,
+                compute_entropy=True,
+            )
+        self.model.train(was_training)
+        return ent.float()
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        device = self.accelerator.device
+        mode = "train" if self.model.training else "eval"
+        n_local = len(prompts)
+        rank = self.accelerator.process_index
+        self._process_slice = slice(rank * n_local, (rank + 1) * n_local)
+
+        eos = self._eos_ids()
+        correct = torch.tensor([self.task.score(c, x) for c, x in zip(completions, inputs)], dtype=torch.float32)
+        lengths = torch.tensor([len(c) for c in completion_ids_list], dtype=torch.long)
+        truncated = torch.tensor([len(c) > 0 and c[-1] not in eos for c in completion_ids_list], dtype=torch.bool)
+        prompt_ids = self._last_prompt_ids or [[] for _ in prompts]
+        prompt_lengths = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)
+        local = {"correct": correct, "lengths": lengths, "truncated": truncated, "prompt_lengths": prompt_lengths}
+        if "entropy" in self.needs:
+            local_ent = self._reward_time_entropies(prompt_ids, completion_ids_list)
+        # gather to the whole generation batch so every group is complete on every process
+        glob = {k: gather(v.to(device)).cpu() for k, v in local.items()}
+        all_completions = gather_object(list(completions))
+        all_ids = gather_object([list(c) for c in completion_ids_list])
+        all_keys = gather_object([x.get("id", i) for i, x in enumerate(inputs)])
+        T = max(1, max(len(c) for c in all_ids))
+        mask = torch.zeros(len(all_ids), T)
+        ids_t = torch.full((len(all_ids), T), -1, dtype=torch.long)
+        for i, c in enumerate(all_ids):
+            mask[i, : len(c)] = 1
+            if c:
+                ids_t[i, : len(c)] = torch.tensor(c)
+        group_size = self.num_generations if mode == "train" else (self.num_generations_eval or self.num_generations)
+        rollouts = Rollouts(
+            completions=all_completions,
+            completion_ids=all_ids,
+            lengths=glob["lengths"],
+            prompt_lengths=glob["prompt_lengths"],
+            truncated=glob["truncated"],
+            correct=glob["correct"],
+            group_size=group_size,
+            prompt_keys=all_keys,
+            max_completion_length=self.args.max_completion_length,
+            step=int(self.state.global_step),
+            mask=mask,
+        )
+        rollouts.cost = (
+            rollouts.prompt_lengths.float() * self.price_prompt + rollouts.lengths.float() * self.price_completion
+        )
+        if "entropy" in self.needs:
+            ent = self.accelerator.pad_across_processes(local_ent, dim=1, pad_index=0.0)
+            ent = gather(ent).cpu()
+            rollouts.entropies = torch.zeros(len(all_ids), T)
+            w = min(T, ent.size(1))
+            rollouts.entropies[:, :w] = ent[:, :w] * mask[:, :w]
+        if self.needs & {"phase", "entropy"}:
+            rollouts.think_mask, rollouts.answer_mask, rollouts.has_think_close = phase_masks(
+                ids_t, mask, self.think_close_id
+            )
+        if "answers" in self.needs:
+            rollouts.answers = [self.task.extract_answer(c) for c in all_completions]
+        if "tool_calls" in self.needs:
+            rollouts.tool_calls = torch.tensor([c.count("<tool_call>") for c in all_completions], dtype=torch.float32)
+
+        outputs: dict[str, torch.Tensor] = {}
+        total = torch.zeros(len(all_ids))
+        for term in self.reward_terms:
+            out = term(rollouts).detach().float().cpu().reshape(-1)
+            if out.numel() != len(all_ids):
+                raise ValueError(f"reward term '{term.name}' returned {out.numel()} values for {len(all_ids)} rollouts")
+            bad = (~torch.isfinite(out)).nonzero().flatten().tolist()
+            if bad:
+                raise FloatingPointError(
+                    f"reward term '{term.name}' returned NaN/inf for rollouts {bad[:5]} "
+                    f"(e.g. completion {all_completions[bad[0]]!r})"
+                )
+            outputs[term.name] = out
+            rollouts.term_rewards[term.name] = out
+            total += term.weight * out
+            self._metrics[mode][f"shaping/{term.name}/mean"].append(float((term.weight * out).mean()))
+            for k, v in term.metrics().items():
+                self._metrics[mode][f"shaping/{term.name}/{k}"].append(float(v))
+        self._term_outputs = outputs
+        self._log_signals(mode, rollouts)
+        self._batch = {"rollouts": rollouts, "rewards": total, "inputs": gather_object(list(inputs))}
+        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+
+    def _log_signals(self, mode: str, r: Rollouts) -> None:
+        m = self._metrics[mode]
+        L = r.lengths.float()
+        c = r.correct.bool()
+        m["train/accuracy"].append(float(r.correct.mean()))
+        m["length/mean"].append(float(L.mean()))
+        m["length/clip_ratio"].append(float(r.truncated.float().mean()))
+        m["length/correct_mean"].append(float(L[c].mean()) if c.any() else float("nan"))
+        m["length/incorrect_mean"].append(float(L[~c].mean()) if (~c).any() else float("nan"))
+        m["cost/mean"].append(float(r.cost.mean()))
+        m["cost/per_correct"].append(float(r.cost.sum() / c.sum()) if c.any() else float("nan"))
+
+    # ------------------------------------------------------------------ advantages + samples
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        batch = self._batch
+        if batch is None:
+            return out
+        rollouts, rewards = batch["rollouts"], batch["rewards"]
+        mode = "train" if self.model.training else "eval"
+        if self.advantage_terms:
+            local = out["advantages"]
+            adv = gather(local).cpu().float()
+            for term in self.advantage_terms:
+                adv = term(adv, rollouts, rewards)
+                if not torch.isfinite(adv).all():
+                    raise FloatingPointError(f"advantage transform '{term.name}' produced NaN/inf")
+                for k, v in term.metrics().items():
+                    self._metrics[mode][f"shaping/{term.name}/{k}"].append(float(v))
+            adv = adv[self._process_slice]
+            if adv.dim() == 2:
+                t_local = out["completion_ids"].size(1)
+                if adv.size(1) < t_local:
+                    adv = torch.nn.functional.pad(adv, (0, t_local - adv.size(1)))
+                adv = adv[:, :t_local]
+            out["advantages"] = adv.to(local.device, local.dtype)
+            batch["advantages"] = adv
+        if mode == "train":
+            self._write_samples(batch, gather(out["advantages"].reshape(out["advantages"].size(0), -1)[:, 0]).cpu())
+        self._batch = None
+        return out
+
+    def _write_samples(self, batch: dict[str, Any], advantages: torch.Tensor) -> None:
+        step = int(self.state.global_step)
+        if self.run is None or not self.accelerator.is_main_process or self.samples_every <= 0:
+            return
+        if step % self.samples_every != 0:
+            return
+        r: Rollouts = batch["rollouts"]
+        for i in range(min(self.num_samples, len(r.completions))):
+            x = batch["inputs"][i]
+            append_jsonl(
+                self.run.samples_file,
+                {
+                    "step": step,
+                    "prompt": x.get("prompt"),
+                    "answer": x.get("answer"),
+                    "completion": r.completions[i],
+                    "correct": bool(r.correct[i]),
+                    "length": int(r.lengths[i]),
+                    "truncated": bool(r.truncated[i]),
+                    "reward": float(batch["rewards"][i]),
+                    "advantage": float(advantages[i]),
+                    "rewards": {k: float(v[i]) for k, v in r.term_rewards.items()},
+                },
+            )
+
+    # ------------------------------------------------------------------ loss: regularizers inside TRL's pass
+    def _compute_loss(self, model, inputs):
+        # A shallow copy: token hooks replace inputs["advantages"], and the buffered batch is reused when
+        # num_iterations > 1, so the original must stay untouched.
+        self._loss_inputs = dict(inputs)
+        self._loss_capture = {}
+        try:
+            loss = super()._compute_loss(model, self._loss_inputs)
+        finally:
+            self._loss_inputs = None
+        cap = self._loss_capture
+        if self.loss_regs and cap:
+            mode = "train" if self.model.training else "eval"
+            accum = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+            for reg in self.loss_regs:
+                extra = reg.loss(cap["logps"], cap["old_logps"], cap["advantages"], cap["mask"], cap["entropies"])
+                if extra is None:
+                    continue
+                if not torch.isfinite(extra):
+                    raise FloatingPointError(f"regularizer '{reg.name}' produced a NaN/inf loss")
+                loss = loss + extra / accum
+                self._metrics[mode][f"shaping/{reg.name}/loss"].append(float(extra.detach()))
+                for k, v in reg.metrics().items():
+                    self._metrics[mode][f"shaping/{reg.name}/{k}"].append(float(v))
+        self._loss_capture = {}
+        return loss
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        inputs = self._loss_inputs
+        if inputs is None:
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
+        kwargs["compute_entropy"] = True
+        logps, entropies, aux = super()._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+        )
+        mask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        mask = mask.float()
+        old = inputs.get("old_per_token_logps")
+        old = logps.detach() if old is None else old
+        adv = inputs["advantages"]
+        if adv.dim() == 1:
+            adv = adv.unsqueeze(1).expand_as(logps)
+        for reg in self.token_regs:
+            adv = reg.token_advantages(adv, logps.detach(), old, mask)
+        if self.token_regs:
+            inputs["advantages"] = adv
+        self._loss_capture = {"logps": logps, "old_logps": old, "advantages": adv, "mask": mask, "entropies": entropies}
+        self._log_phase_entropy(inputs["completion_ids"], mask, entropies)
+        return logps, entropies, aux
+
+    def _log_phase_entropy(self, completion_ids, mask, entropies) -> None:
+        if entropies is None:
+            return
+        think, answer, _ = phase_masks(completion_ids, mask, self.think_close_id)
+        ent = entropies.detach().float()
+        stats = torch.stack(
+            [(ent * think).sum(), think.sum(), (ent * answer).sum(), answer.sum()]
+        ).to(self.accelerator.device)
+        s = self.accelerator.gather(stats).view(-1, 4).sum(0)
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["entropy/think"].append(float(s[0] / s[1]) if s[1] > 0 else float("nan"))
+        self._metrics[mode]["entropy/answer"].append(float(s[2] / s[3]) if s[3] > 0 else float("nan"))
+
+    # ------------------------------------------------------------------ term state in checkpoints
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        state = {t.name: t.state_dict() for t in [*self.reward_terms, *self.advantage_terms, *self.regularizers]}
+        state = {k: v for k, v in state.items() if v}
+        if state and self.args.should_save:
+            import json
+            import os
+
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            with open(os.path.join(folder, "shaping_state.json"), "w") as f:
+                json.dump(state, f)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        import json
+        import os
+
+        path = os.path.join(checkpoint, "shaping_state.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                state = json.load(f)
+            for t in [*self.reward_terms, *self.advantage_terms, *self.regularizers]:
+                if t.name in state:
+                    t.load_state_dict(state[t.name])
+
+
+class ShapedGRPOTrainer(ShapingMixin, GRPOTrainer):
+    """TRL's GRPOTrainer with workbench shaping (reward terms, advantage transforms, loss regularizers)."""
+
+
+class ShapedRLOOTrainer(ShapingMixin, RLOOTrainer):
+    """TRL's RLOOTrainer with workbench reward terms and advantage transforms (loss regularizers are GRPO-only)."""
+
+
+# ----------------------------------------------------------------------------------------------- callbacks
+
+_NAMESPACES = ("train/", "eval/", "length/", "entropy/", "cost/", "shaping/", "perf/")
+_RENAME = {
+    "entropy": "entropy/mean",
+    "step_time": "perf/step_time",
+    "num_tokens": "perf/num_tokens",
+    "train_runtime": "perf/train_runtime",
+    "train_samples_per_second": "perf/train_samples_per_second",
+    "train_steps_per_second": "perf/train_steps_per_second",
+}
+
+
+def canonical_metrics(logs: dict[str, Any]) -> dict[str, Any]:
+    """TRL/Trainer log keys -> the workbench's documented names (README metric table).
+
+    `reward` -> `train/reward`, `entropy` -> `entropy/mean`, `step_time` -> `perf/step_time`; keys already in a
+    workbench namespace are kept; everything else goes under `train/`.
+    """
+    out = {}
+    for k, v in logs.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        if k in _RENAME:
+            name = _RENAME[k]
+        elif k.startswith(_NAMESPACES):
+            name = k
+        else:
+            name = "train/" + k
+        out[name] = float(v)
+    if "perf/step_time" in out and "length/mean" in out and out["perf/step_time"] > 0:
+        # completion tokens generated and trained on per second of step time
+        batch = logs.get("_rollouts_per_step")
+        if batch:
+            out["perf/tokens_per_s"] = out["length/mean"] * batch / out["perf/step_time"]
+    return out
+
+
+class MetricsFileCallback(TrainerCallback):
+    """Writes every logged step to metrics.jsonl, whatever the external logger."""
+
+    def __init__(self, run: RunDir, rollouts_per_step: int):
+        self.run = run
+        self.rollouts_per_step = rollouts_per_step
+        self.last: dict[str, Any] = {}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        row = canonical_metrics({**logs, "_rollouts_per_step": self.rollouts_per_step})
+        if not row:
+            return
+        row = {"step": int(state.global_step), "time": time.time(), **row}
+        row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+        append_jsonl(self.run.metrics_file, row)
+        self.last.update({k: v for k, v in row.items() if v is not None})
+
+
+class RichProgressCallback(TrainerCallback):
+    """A rich progress bar for training: step, reward, accuracy, length, entropy, ETA."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.progress = None
+        self.task_id = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not self.enabled or not state.is_world_process_zero:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeRemainingColumn(),
+            transient=False,
+        )
+        self.progress.start()
+        self.task_id = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, stats="")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.progress is None or not logs:
+            return
+        m = canonical_metrics(logs)
+        parts = []
+        for key, label, fmt in (
+            ("train/reward", "reward", "{:.3f}"),
+            ("train/accuracy", "acc", "{:.2f}"),
+            ("length/mean", "len", "{:.1f}"),
+            ("entropy/mean", "H", "{:.3f}"),
+        ):
+            if m.get(key) is not None:
+                parts.append(f"{label} {fmt.format(m[key])}")
+        self.progress.update(self.task_id, completed=state.global_step, stats="  ".join(parts))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.update(self.task_id, completed=state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.close()
+
+    def close(self):
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def make_wandb_callback():
+    """Transformers' WandbCallback, logging under the workbench's metric names instead of `train/<key>`."""
+    from transformers.integrations import WandbCallback
+
+    class WorkbenchWandbCallback(WandbCallback):
+        def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+            if self._wandb is None:
+                return
+            if not self._initialized:
+                self.setup(args, state, model)
+            if state.is_world_process_zero and logs:
+                metrics = canonical_metrics(logs)
+                self._wandb.log({**metrics, "train/global_step": state.global_step})
+
+    return WorkbenchWandbCallback
+
+
+def build_trl_args(algo_name: str, options: dict[str, Any], fixed: dict[str, Any]):
+    """GRPOConfig/RLOOConfig from the algo/ config group, unknown keys rejected with close matches."""
+    import dataclasses
+    import difflib
+
+    from trl import GRPOConfig, RLOOConfig
+
+    cls = GRPOConfig if algo_name == "grpo" else RLOOConfig
+    valid = {f.name for f in dataclasses.fields(cls)}
+    for key in options:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys are the fields of trl.{cls.__name__}"
+            raise ConfigError(f"unknown key 'algo.{key}'{hint}")
+    kwargs = {**options, **fixed}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        msg = " ".join(str(e).split())
+        raise ConfigError(f"algo: {msg}") from None
