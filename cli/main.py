@@ -113,5 +113,12 @@ def train(
     print_summary(json.loads(run.summary_file.read_text()))
 
 
+from cli.compare_cmd import compare_command  # noqa: E402
+app.command("compare")(compare_command)
+
+
+from cli.eval_cmd import EVAL_EPILOG, eval_command  # noqa: E402
+app.command("eval", epilog=EVAL_EPILOG)(eval_command)
+
 if __name__ == "__main__":
     app()

@@ -141,10 +141,14 @@ def train(
     progress: bool = True,
 ) -> RunDir:
     """Run one training job and return its run directory (status completed or failed in meta.json)."""
-    import dataclasses
+    import secrets
+    import warnings
 
-    import wandb.util
+    import transformers
     from transformers import set_seed
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    transformers.utils.logging.disable_progress_bar()
 
     console = _console()
     argv = argv if argv is not None else sys.argv
@@ -164,14 +168,14 @@ def train(
 
             step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
         run.truncate_metrics(step)
-        run_id = meta.get("wandb_run_id") or wandb.util.generate_id()
+        run_id = meta.get("wandb_run_id") or secrets.token_hex(4)
         run.write_meta(status="running", error=None, end_time=None,
                        resumes=[*meta.get("resumes", []), {"time": time.time(), "from_step": step}])
         if run.summary_file.exists():
             run.summary_file.unlink()
     else:
         run = RunDir.create(cfg.runs_dir, cfg.experiment_name, cfg.name)
-        run_id = wandb.util.generate_id()
+        run_id = secrets.token_hex(4)  # W&B accepts any short [a-z0-9] id
         with open(run.config_file, "w") as f:
             yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
         run.path.joinpath("overrides.txt").write_text("".join(o + "\n" for o in overrides))
@@ -180,12 +184,10 @@ def train(
     use_wandb = cfg.logger.backend == "wandb" and (os.environ.get("WANDB_MODE") or cfg.logger.mode) != "disabled"
     if use_wandb:
         _wandb_env(cfg, run, run_id, resume is not None)
-    args = dataclasses.replace(
-        args,
-        output_dir=str(run.checkpoints_dir),
-        run_name=f"{cfg.experiment_name}/{run.path.name}",
-        report_to=["wandb"] if use_wandb else "none",
-    )
+    # Set in place: dataclasses.replace would re-run __post_init__, which rejects its own derived batch fields.
+    args.output_dir = str(run.checkpoints_dir)
+    args.run_name = f"{cfg.experiment_name}/{run.path.name}"
+    args.report_to = ["wandb"] if use_wandb else []
 
     from workbench.trainers import (
         MetricsFileCallback,
@@ -222,6 +224,9 @@ def train(
             price_prompt=cfg.price.prompt_per_million * 1e-6,
             price_completion=cfg.price.completion_per_million * 1e-6,
         )
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout; the rich bar and metrics.jsonl replace it
         if use_wandb:
             from transformers.integrations import WandbCallback
 

@@ -110,6 +110,8 @@ class ShapingMixin:
         self.price_completion = price_completion
         self.needs = set().union(*(t.needs for t in [*reward_terms, *advantage_terms, *regularizers]))
         tok = self.processing_class
+        for term in [*reward_terms, *advantage_terms, *regularizers]:
+            term.bind_tokenizer(tok)
         ids = tok.encode(THINK_CLOSE, add_special_tokens=False) if tok is not None else []
         self.think_close_id = ids[0] if len(ids) == 1 else None
         self._term_outputs: dict[str, torch.Tensor] = {}
@@ -463,9 +465,13 @@ class MetricsFileCallback(TrainerCallback):
         self.run = run
         self.rollouts_per_step = rollouts_per_step
         self.last: dict[str, Any] = {}
+        self.totals: dict[str, Any] = {}
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
+            return
+        if "train_runtime" in logs:  # Trainer's end-of-training totals: not a step; summary.json has them
+            self.totals = canonical_metrics(logs)
             return
         row = canonical_metrics({**logs, "_rollouts_per_step": self.rollouts_per_step})
         if not row:
@@ -513,7 +519,8 @@ class RichProgressCallback(TrainerCallback):
         ):
             if m.get(key) is not None:
                 parts.append(f"{label} {fmt.format(m[key])}")
-        self.progress.update(self.task_id, completed=state.global_step, stats="  ".join(parts))
+        if parts:
+            self.progress.update(self.task_id, completed=state.global_step, stats="  ".join(parts))
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.progress is not None:

@@ -72,9 +72,12 @@ def load_hf(cfg: ModelConfig, padding_side: str = "left") -> tuple[Any, Any, dic
         except (OSError, ValueError, KeyError, ImportError, RuntimeError) as e:
             error = e
     else:
-        where = "from the local directory" if source != name or local.is_dir() else (
-            "from the local Hugging Face cache (offline)" if offline() else "from the local cache or the hub"
-        )
+        if local.is_dir():
+            where = "from the local directory"
+        elif offline():
+            where = "from the local Hugging Face cache (HF_HUB_OFFLINE is set)"
+        else:
+            where = "from the local Hugging Face cache or the hub"
         raise ConfigError(f"model.name_or_path={name!r}: cannot load {where}: {_one_line(error)}") from None
 
     if tokenizer.pad_token is None:

@@ -266,6 +266,41 @@ def make_batch(
     return input_ids, labels
 
 
+def length_buckets(lengths: list[int], min_saving: float = 0.15) -> list[list[int]]:
+    """Split row indices into at most two groups by length when that saves >= `min_saving` of padded tokens.
+
+    Warm-start batches mix ~25-token concise and ~65-token verbose traces, so padding everything to the
+    longest wastes ~25% of the compute; two length-sorted micro-batches (same summed loss, so the same
+    gradient) cut a step from ~0.33 s to ~0.25 s on 2 cores. The split point minimises padded tokens.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    n, longest = len(order), lengths[order[-1]]
+    best_k, best_cost = n, n * longest
+    for k in range(1, n):
+        cost = k * lengths[order[k - 1]] + (n - k) * longest
+        if cost < best_cost:
+            best_k, best_cost = k, cost
+    if best_k == n or best_cost > (1.0 - min_saving) * n * longest:
+        return [order]
+    return [order[:best_k], order[best_k:]]
+
+
+def warm_start_loss(model: Any, batches: list[tuple[torch.Tensor, torch.Tensor]], backward: bool = True) -> float:
+    """Mean next-token loss over all labelled tokens of `batches` (micro-batches of one step); backprops it."""
+    total_tokens = sum(int((labels[:, 1:] != -100).sum()) for _, labels in batches)
+    total = 0.0
+    for input_ids, labels in batches:
+        logits = model(input_ids=input_ids, use_cache=False).logits
+        loss = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+            ignore_index=-100, reduction="sum",
+        ) / max(1, total_tokens)
+        if backward:
+            loss.backward()
+        total += loss.item()
+    return total
+
+
 def _progress(enabled: bool, total: int) -> Any:
     if not enabled:
         return contextlib.nullcontext(None)
@@ -303,8 +338,8 @@ def warm_start(
     """Supervised training on `prompt + trace + <eos>` (loss on trace and eos only). Returns per-step losses.
 
     Speed on 2 CPU cores: float32, no attention mask (right padding + causal attention already hides the
-    padding from every real token, and sdpa can take its is_causal fast path), no KV cache, padding only to
-    the batch's longest sequence.
+    padding from every real token, and sdpa can take its is_causal fast path), no KV cache, and each batch
+    split into at most two length buckets (`length_buckets`) padded to their own longest sequence.
     """
     rng = random.Random(tiny.seed)
     steps, batch_size = tiny.warm_start_steps, tiny.warm_start_batch_size
@@ -321,23 +356,25 @@ def warm_start(
             idx = [rng.randrange(len(train)) for _ in range(batch_size)]
             traces = [task.warm_start_completion(train[i], rng, rng.random() < tiny.verbose_fraction) for i in idx]
             completion_ids = tokenizer(traces, add_special_tokens=False)["input_ids"]
-            input_ids, labels = make_batch([prompt_ids[i] for i in idx], completion_ids,
-                                           tokenizer.eos_token_id, tokenizer.pad_token_id)
-            if input_ids.shape[1] > tiny.max_positions:
+            prompts = [prompt_ids[i] for i in idx]
+            longest = max(len(p) + len(c) + 1 for p, c in zip(prompts, completion_ids))
+            if longest > tiny.max_positions:
                 raise ConfigError(
                     f"model.tiny.max_positions={tiny.max_positions} is too small for task "
-                    f"'{getattr(task, 'name', '?')}': a warm-start sequence has {input_ids.shape[1]} tokens"
+                    f"'{getattr(task, 'name', '?')}': a warm-start sequence has {longest} tokens"
                 )
-            logits = model(input_ids=input_ids, use_cache=False).logits
-            loss = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
-            )
+            groups = length_buckets([len(p) + len(c) for p, c in zip(prompts, completion_ids)])
+            batches = [
+                make_batch([prompts[r] for r in g], [completion_ids[r] for r in g],
+                           tokenizer.eos_token_id, tokenizer.pad_token_id)
+                for g in groups
+            ]
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = warm_start_loss(model, batches)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
-            losses.append(loss.item())
+            losses.append(loss)
             if bar is not None:
                 bar.update(bar_task, advance=1, loss=f"{losses[-1]:.3f}")
     model.eval()
@@ -449,9 +486,24 @@ def build_into(directory: Path, tiny: TinyModelConfig, task: Task, material: Tas
             for ex, c in zip(material.eval[:8], completions[:8])
         ],
     }
-    model.save_pretrained(directory)
+    with _quiet_transformers():
+        model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     (directory / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' per-shard tqdm bars ("Writing model shards", "Loading weights") for a 4 MB model."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _transformers_version() -> str:
@@ -499,7 +551,8 @@ def load_tiny(
     start = time.perf_counter()
     path, hit = ensure_cached(cache_root, cfg.tiny, task, progress=progress)
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side=padding_side)
-    model = Qwen2ForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    with _quiet_transformers():
+        model = Qwen2ForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
     model.eval()
     meta = json.loads((path / META_FILE).read_text())
     info = {

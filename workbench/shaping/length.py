@@ -158,7 +158,7 @@ def overlong_penalty(lengths: torch.Tensor, max_length: int, cache: int, factor:
     [0.0, 0.0, -0.5, -1.0]
     """
     expected = max_length - cache
-    return (-(lengths.float() - expected) / cache * factor).clamp(max=0.0)
+    return ((expected - lengths.float()) / cache * factor).clamp(max=0.0)
 
 
 @register
@@ -243,7 +243,8 @@ def hapo_length_reward(
     elif form == "linear":
         over = -(L - (1 + tolerance) * h) / h
         within = L < (1 + tolerance) * h
-        r_correct = torch.where(L < h, 1 - L / h, torch.where(within, torch.zeros_like(L), over.clamp(min=correct_floor)))
+        beyond = torch.where(within, torch.zeros_like(L), over.clamp(min=correct_floor))
+        r_correct = torch.where(L < h, 1 - L / h, beyond)
         r_wrong = torch.where(within, torch.zeros_like(L), over.clamp(min=-1.0))
         r = torch.where(is_correct, r_correct, r_wrong)
     else:

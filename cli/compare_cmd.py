@@ -1,0 +1,112 @@
+"""`rl compare`: wiring only. The work is in workbench.compare (tables, statistics) and workbench.report (HTML).
+
+Module level imports typer only: `rl --help` must not import numpy-heavy, scipy, matplotlib or torch code.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def compare_command(
+    paths: Annotated[
+        list[str],
+        typer.Argument(help="Run directories, globs, sweep directories (with index.jsonl) or folders to search."),
+    ],
+    group_by: Annotated[
+        Optional[list[str]],
+        typer.Option("--group-by", "-g", help="Group by these config key prefixes only (repeatable), e.g. reward."),
+    ] = None,
+    metric: Annotated[
+        Optional[list[str]],
+        typer.Option("--metric", "-m", help="Metric column (repeatable), e.g. eval/pass@1, eval/length/mean."),
+    ] = None,
+    baseline: Annotated[
+        Optional[str],
+        typer.Option("--baseline", "-b", help="KEY=VALUE naming the baseline group (default: the first group)."),
+    ] = None,
+    report: Annotated[
+        Optional[Path],
+        typer.Option("--report", "-r", help="Also write a self-contained HTML report (plots, samples) to this file."),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="Output on stdout: table (rich), md (Markdown) or csv.")
+    ] = "table",
+    test: Annotated[
+        str, typer.Option("--test", help="Significance test against the baseline: welch or bootstrap.")
+    ] = "welch",
+    samples: Annotated[
+        int, typer.Option("--samples", help="Completions per run in the report's sample browser.")
+    ] = 12,
+) -> None:
+    """Compare runs across seeds: did shaping cut length or cost without losing accuracy?
+
+    Groups: runs whose configs are equal except seed (and name, runs_dir, logger, output paths) form a group; --group-by KEY groups by the listed key prefixes only (reward = the whole reward subtree). Baseline: the first group, or --baseline KEY=VALUE (VALUE as YAML; null = key absent).
+
+    Per-run value of a metric: eval results of the final checkpoint (eval/... keys), else summary.json, else metrics.jsonl (last value for eval/..., mean of the last 10 rows otherwise). Cells: mean over seeds +- half the 95% t interval; ≈ = not significantly different from the baseline (Welch's t-test or bootstrap, p >= 0.05); ? = not testable (fewer than 2 seeds). Best per column in bold.
+
+    Default metrics: eval/pass@1 (else eval/accuracy), eval/length/mean (else length/mean), cost/mean, entropy/mean. Failed and running runs are listed separately, never mixed in.
+    """
+    from cli.main import fail
+
+    if fmt not in ("table", "md", "csv"):
+        fail(f"--format must be table, md or csv, got {fmt!r}")
+    if test not in ("welch", "bootstrap"):
+        fail(f"--test must be welch or bootstrap, got {test!r}")
+    if report is not None and report.suffix.lower() not in (".html", ".htm"):
+        fail(f"--report must name an .html file, got {report}")
+    if samples < 0:
+        fail("--samples must be >= 0")
+
+    from workbench.compare import CompareError, compare
+
+    try:
+        comp = compare(paths, metrics=metric, group_by=group_by, baseline=baseline, test=test)
+    except CompareError as e:
+        fail(" ".join(str(e).split()))
+
+    if fmt == "md":
+        typer.echo(comp.to_markdown(), nl=False)
+    elif fmt == "csv":
+        typer.echo(comp.to_csv(), nl=False)
+        for e in comp.excluded:
+            typer.echo(f"not compared: {e.path} ({e.status})", err=True)
+    else:
+        from rich.console import Console
+
+        console = Console()
+        for t in comp.rich_tables():
+            console.print(t)
+
+    if report is not None:
+        from workbench.report import write_report
+
+        try:
+            out = write_report(comp, report, samples_per_run=samples, command=_command_line(
+                paths, group_by, metric, baseline, report, fmt, test, samples))
+        except OSError as e:
+            fail(f"cannot write report {report}: {e}")
+        typer.echo(f"report: {out}", err=fmt != "table")
+
+
+def _command_line(paths, group_by, metric, baseline, report, fmt, test, samples) -> str:
+    """The command as parsed (sys.argv is not the command under a test runner)."""
+    parts = ["rl", "compare", *paths]
+    for g in group_by or []:
+        parts += ["--group-by", g]
+    for m in metric or []:
+        parts += ["--metric", m]
+    if baseline:
+        parts += ["--baseline", baseline]
+    parts += ["--report", str(report)]
+    if fmt != "table":
+        parts += ["--format", fmt]
+    if test != "welch":
+        parts += ["--test", test]
+    if samples != 12:
+        parts += ["--samples", str(samples)]
+    return shlex.join(parts)

@@ -1,0 +1,196 @@
+"""`rl eval`: parse, plan (validates everything, writes nothing), execute, print. Wiring only.
+
+torch/transformers load inside the command, never at import: `rl --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from workbench.compose import config_groups
+from workbench.config import ConfigError
+
+
+def _epilog() -> str:
+    groups = config_groups()
+    return (
+        "Examples:\n\n"
+        "  rl eval runs/quickstart/2026-11-22_10-00-00_run                  (the run's final model)\n\n"
+        "  rl eval runs/quickstart/2026-11-22_10-00-00_run --checkpoint all eval.n=16   (a curve over steps)\n\n"
+        "  rl eval model=hf model.name_or_path=/path/to/model task=arithmetic eval.n=16 eval.k=\\[1,4,16]\n\n"
+        "Results: RUN_DIR/eval/<checkpoint>/{metrics.json, samples.jsonl}; a model without a run directory gets "
+        "runs/eval/<model>_<hash>/eval/model/. Same settings again: the results are reused (--force re-evaluates).\n\n"
+        "Keys (conf/eval.yaml): eval.n, eval.k, eval.maj_k, eval.temperature, eval.max_new_tokens, eval.batch_size, "
+        "eval.num_problems, eval.backend (hf|vllm), eval.n_boot, eval.seed, price.*; with a run directory also "
+        "task.* (e.g. task.eval_size=500).\n\n"
+        f"model: {', '.join(groups.get('model', [])) or '(none)'}\n\n"
+        f"task: {', '.join(groups.get('task', [])) or '(none)'}"
+    )
+
+
+EVAL_EPILOG = _epilog()
+
+
+def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
+    """RUN_DIR (a first argument that is not key=value) and the overrides."""
+    run_dir = None
+    rest = list(args)
+    if rest and "=" not in rest[0]:
+        run_dir = rest.pop(0)
+    for a in rest:
+        if "=" not in a:
+            raise ConfigError(f"unexpected argument {a!r}: give at most one RUN_DIR, first, then key=value overrides")
+    return run_dir, rest
+
+
+def _fmt(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if value == float("inf"):
+        return "inf"
+    if "cost" in key:
+        return f"{value:.3e}"
+    if "/length/" in key or "tokens" in key:
+        return f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def _ci(metrics: dict[str, Any], key: str) -> str:
+    lo, hi = metrics.get(key + "/ci_low"), metrics.get(key + "/ci_high")
+    if lo is None and hi is None:
+        return ""
+    return f"[{_fmt(key, lo)}, {_fmt(key, hi)}]"
+
+
+def _cop(metrics: dict[str, Any]) -> Any:
+    """Cost of pass, with 'no correct answer' shown as inf (JSON stores it as null)."""
+    v = metrics.get("eval/cost_of_pass")
+    if v is None and metrics.get("eval/accuracy") == 0:
+        return float("inf")
+    return v
+
+
+_REUSED = {"all": " (reused)", "samples": " (metrics recomputed from saved samples)", "none": ""}
+
+
+def _print_one(console: Any, res: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    m = res["metrics"]
+    step = f", step {res['step']}" if res.get("step") is not None else ""
+    title = (f"rl eval: {res['checkpoint']}{step} - {res['num_problems']} problems x {res['n']} samples"
+             f"{_REUSED.get(res.get('reused', 'none'), '')}")
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
+    for key, value in m.items():
+        if key.endswith(("/ci_low", "/ci_high")):
+            continue
+        if key == "eval/cost_of_pass":
+            value = _cop(m)
+        table.add_row(key, _fmt(key, value), _ci(m, key))
+    console.print(table)
+    perf = res.get("perf") or {}
+    if perf.get("tokens_per_s") and res.get("reused") == "none":
+        console.print(f"[dim]{perf['completion_tokens']} completion tokens in {perf['generate_seconds']:.1f} s "
+                      f"({perf['tokens_per_s']:.0f} tokens/s, backend {perf.get('backend')}, "
+                      f"chunks of {perf.get('batch_size')})[/dim]")
+
+
+def _print_curve(console: Any, results: list[dict[str, Any]]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    m0 = results[0]["metrics"]
+    pass_key = ([k for k in m0 if k.startswith("eval/pass@") and "/ci_" not in k] or [None])[-1]
+    maj_key = ([k for k in m0 if k.startswith("eval/maj@") and "/ci_" not in k] or [None])[-1]
+    cols = [("accuracy", "eval/accuracy"), ("95% CI", None), (pass_key and pass_key[5:], pass_key),
+            (maj_key and maj_key[5:], maj_key), ("length", "eval/length/mean"), ("trunc", "eval/truncation_rate"),
+            ("entropy", "eval/entropy/mean"), ("$/correct", "eval/cost_of_pass")]
+    cols = [(h, k) for h, k in cols if h]
+    r0 = results[0]
+    table = Table(title=f"rl eval: {len(results)} models, {r0['num_problems']} problems x {r0['n']} samples",
+                  box=box.SIMPLE_HEAD)
+    table.add_column("checkpoint", no_wrap=True)
+    table.add_column("step", justify="right", no_wrap=True)
+    for header, _ in cols:
+        table.add_column(header, justify="right", no_wrap=True)
+    for res in results:
+        m = res["metrics"]
+        cells = []
+        for header, key in cols:
+            if key is None:  # the accuracy CI
+                cells.append(_ci(m, "eval/accuracy"))
+            else:
+                cells.append(_fmt(key, _cop(m) if key == "eval/cost_of_pass" else m.get(key)))
+        label = res["checkpoint"] + (" *" if res.get("reused") != "none" else "")
+        table.add_row(label, "-" if res.get("step") is None else str(res["step"]), *cells)
+    console.print(table)
+    if any(r.get("reused") != "none" for r in results):
+        console.print("[dim]* reused from an earlier evaluation with the same settings (--force re-evaluates)[/dim]")
+
+
+def eval_command(
+    args: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="RUN_DIR (optional, first) and Hydra overrides: eval.n=16 'eval.k=[1,4,16]' task=arithmetic",
+                       show_default=False),
+    ] = None,
+    checkpoint: Annotated[
+        Optional[str],
+        typer.Option("--checkpoint", "-c",
+                     help="With RUN_DIR: final (default) | last | all (every checkpoint + final) | checkpoint-N | N."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-evaluate even if the same evaluation already exists.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved plan; write nothing.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Evaluate a run's final model, its checkpoints, or any model (pass@k, maj@k, length, entropy, cost of pass).
+
+    Scored by the task's own scorer, the one training rewards use; every metric gets a bootstrap 95% CI over problems.
+    """
+    from cli.main import fail
+
+    try:
+        run_dir, overrides = _split_args(list(args or []))
+        from workbench.evaluation import runner
+
+        if run_dir is not None:
+            plan = runner.plan_run_eval(run_dir, overrides, checkpoint)
+        else:
+            if checkpoint is not None:
+                raise ConfigError("--checkpoint needs a RUN_DIR (rl eval RUN_DIR --checkpoint all)")
+            plan = runner.plan_model_eval(overrides)
+        if dry_run:
+            import dataclasses
+
+            import yaml
+
+            typer.echo(yaml.safe_dump(dataclasses.asdict(plan.cfg), sort_keys=False), nl=False)
+            for t in plan.targets:
+                typer.echo(f"# {t.label}: {t.model.name_or_path or t.model.kind} -> {t.out_dir}")
+            return
+        from rich.console import Console
+
+        console = Console()
+        if not console.is_terminal:  # piped or captured: do not squeeze the tables into 80 columns
+            console = Console(width=max(console.width, 120))
+        results = runner.execute(plan, force=force, progress=not quiet, command=" ".join(["rl", *sys.argv[1:]]))
+    except ConfigError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted; the unfinished evaluation wrote no metrics.json", code=130)
+    except Exception as e:  # noqa: BLE001 - anything else is a crash: one line, exit 1
+        msg = " ".join(str(e).split())
+        fail(f"evaluation failed: {type(e).__name__}: {msg[:500]}", code=1)
+    if len(results) == 1:
+        _print_one(console, results[0])
+    else:
+        _print_curve(console, results)
+    where = {str(Path(r["path"]).parent) for r in results}
+    console.print(f"results: [bold]{', '.join(sorted(where)) if len(where) < 4 else str(plan.targets[0].out_dir.parent)}[/bold]")

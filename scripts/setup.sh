@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install everything rl needs into ./.venv (idempotent; re-runs only when pyproject.toml changed).
+# torch is installed first as the CPU wheel pinned below: a bare `torch` requirement would let pip pull a
+# multi-GB CUDA build. On a GPU node, install your CUDA torch into .venv first; this script keeps it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=".venv/.rl-setup-$(sha1sum pyproject.toml | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install --quiet "torch==2.13.0"
+  .venv/bin/pip install --quiet -e ".[dev,sweep,report]" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import torch, trl, cli.main" # fail here, not later, if the install is broken
+  rm -f .venv/.rl-setup-* && touch "$stamp"
+fi

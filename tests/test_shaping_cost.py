@@ -1,0 +1,114 @@
+"""Cost terms on hand-computed values: token $, Router-R1 percentile reward (with window state), SPEAR tool calls."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from workbench.shaping.base import Rollouts
+from workbench.shaping.cost import CostRouter, CostTokens, ToolCalls, token_cost
+
+
+def make_rollouts(lengths, correct, G=None, *, prompt_lengths=None, cost=None, tool_calls=None, texts=None, step=0):
+    lengths = torch.tensor(lengths)
+    B = len(lengths)
+    return Rollouts(
+        completions=texts if texts is not None else ["x"] * B,
+        completion_ids=[[1] * int(n) for n in lengths],
+        lengths=lengths,
+        prompt_lengths=torch.tensor(prompt_lengths if prompt_lengths is not None else [10] * B),
+        truncated=torch.zeros(B, dtype=torch.bool),
+        correct=torch.tensor(correct, dtype=torch.float32),
+        group_size=G or B,
+        prompt_keys=[0] * B,
+        max_completion_length=100,
+        step=step,
+        cost=None if cost is None else torch.tensor(cost, dtype=torch.float64),
+        tool_calls=None if tool_calls is None else torch.tensor(tool_calls, dtype=torch.float32),
+    )
+
+
+def test_token_cost_prices_per_million():
+    c = token_cost(torch.tensor([1000, 0]), torch.tensor([2000, 1_000_000]), 0.5, 2.0)
+    assert c.tolist() == pytest.approx([1000 * 0.5e-6 + 2000 * 2e-6, 2.0])
+
+
+def test_cost_tokens_normalized_and_raw():
+    r = make_rollouts([0, 50, 100], [1, 1, 0], prompt_lengths=[10, 10, 10])
+    term = CostTokens(price_prompt=1.0, price_completion=3.0)
+    # worst = 10*1 + 100*3 = 310 (x1e-6): costs 10, 160, 310
+    assert term(r).tolist() == pytest.approx([-10 / 310, -160 / 310, -1.0])
+    raw = CostTokens(price_prompt=1.0, price_completion=3.0, normalize=False)(r)
+    assert raw.tolist() == pytest.approx([-10e-6, -160e-6, -310e-6])
+    assert term.metrics()["dollars"] == pytest.approx(160e-6)
+
+
+def test_cost_tokens_zero_prices_are_zero_not_nan():
+    out = CostTokens(price_prompt=0.0, price_completion=0.0)(make_rollouts([0, 5], [1, 0]))
+    assert out.tolist() == [0.0, 0.0]
+
+
+def test_cost_router_percentiles_and_correct_only():
+    term = CostRouter()
+    # sqrt(c) = 0, 1, 2, ..., 10 over 11 rollouts; p5 = 0.5, p95 = 9.5
+    costs = [float(i * i) for i in range(11)]
+    correct = [1.0] * 10 + [0.0]
+    r = term(make_rollouts([1] * 11, correct, cost=costs))
+    expected = [1 - min(max((i - 0.5) / 9.0, 0.0), 1.0) for i in range(10)] + [0.0]
+    assert r.tolist() == pytest.approx(expected, abs=1e-6)
+    assert term.metrics()["p5"] == pytest.approx(0.5) and term.metrics()["p95"] == pytest.approx(9.5)
+
+
+def test_cost_router_degenerate_window_gives_half():
+    term = CostRouter()
+    r = term(make_rollouts([1, 1, 1], [1, 1, 0], cost=[4.0, 4.0, 4.0]))
+    assert r.tolist() == [0.5, 0.5, 0.0]
+    single = CostRouter()(make_rollouts([1], [1], cost=[9.0]))
+    assert single.tolist() == [0.5]
+
+
+def test_cost_router_window_rolls_and_resumes():
+    term = CostRouter(window=4)
+    term(make_rollouts([1] * 3, [1, 1, 1], cost=[0.0, 1.0, 4.0]))
+    term(make_rollouts([1] * 3, [1, 1, 1], cost=[9.0, 16.0, 25.0]))
+    state = json.loads(json.dumps(term.state_dict()))
+    assert state["window"] == pytest.approx([2.0, 3.0, 4.0, 5.0])  # last 4 sqrt-costs
+    resumed = CostRouter(window=4)
+    resumed.load_state_dict(state)
+    batch = make_rollouts([1, 1], [1, 1], cost=[4.0, 36.0])
+    assert torch.equal(resumed(batch), term(batch))
+
+
+def test_cost_router_log1p_transform_uses_micro_dollars():
+    term = CostRouter(transform="log1p")
+    assert term.transformed(torch.tensor([1e-4])).item() == pytest.approx(math.log1p(0.01 * 100))
+
+
+def test_cost_router_requires_cost():
+    with pytest.raises(ValueError, match="cost"):
+        CostRouter()(make_rollouts([1], [1]))
+
+
+def test_tool_calls_spear_schedule_and_cap():
+    r = make_rollouts([1] * 3, [1, 0, 1], tool_calls=[0, 3, 25])
+    assert ToolCalls()(r).tolist() == pytest.approx([0.0, 0.3, 1.0])  # step 0: schedule 1
+    r.step = 100
+    assert ToolCalls()(r).tolist() == pytest.approx([0.0, 0.15, 0.5])
+    r.step = 201
+    assert ToolCalls()(r).tolist() == [0.0, 0.0, 0.0]
+    assert ToolCalls(schedule="constant")(r).tolist() == pytest.approx([0.0, 0.3, 1.0])
+
+
+def test_tool_calls_retool_variant_wrong_answers_only():
+    r = make_rollouts([1] * 4, [1, 0, 0, 0], tool_calls=[6, 0, 6, 40])
+    out = ToolCalls(variant="retool", cap=0.5, schedule="constant")(r)
+    # correct -> 0; wrong: 0.1 * (n - 2) / 2 = -0.1, 0.2, 1.9 -> capped 0.5
+    assert out.tolist() == pytest.approx([0.0, -0.1, 0.2, 0.5])
+
+
+def test_tool_calls_falls_back_to_counting_the_pattern():
+    texts = ["<tool_call>a</tool_call><tool_call>b</tool_call>", "no tools", ""]
+    term = ToolCalls()
+    assert term(make_rollouts([1, 1, 0], [1, 1, 1], texts=texts)).tolist() == pytest.approx([0.2, 0.0, 0.0])
+    assert term.metrics()["calls"] == pytest.approx(2 / 3)

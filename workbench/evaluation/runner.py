@@ -1,0 +1,749 @@
+"""`rl eval`: evaluate a run's final model or checkpoints, or any model, with the task's own scorer.
+
+    plan_run_eval(RUN_DIR, overrides, checkpoint)   # model/task/prices from RUN_DIR/config.yaml
+    plan_model_eval(overrides)                      # model/ and task/ composed from conf/eval.yaml
+    execute(plan, force=False)                      # -> one result dict per evaluated model
+
+Planning checks every user input (overrides, k <= n, checkpoint names, the task, the backend) and writes
+nothing; `execute` then evaluates each target into `<dir>/eval/<label>/`:
+
+    samples.jsonl   one row per sample: problem, sample, prompt, target, completion, answer, score, correct,
+                    length, prompt_tokens, truncated, entropy, entropy_think, entropy_answer, think_tokens, cost
+    metrics.json    {"metrics": {"eval/...": ...}, "eval_config": {...}, "checkpoint", "step", ...}: written
+                    last and atomically, so an interrupted evaluation never leaves a complete-looking result
+
+Re-running with the same `eval_config` reuses metrics.json; if only metric settings changed (k, maj_k, n_boot,
+prices) the metrics are recomputed from samples.jsonl without generating again; `force=True` regenerates.
+
+A model evaluated without a run directory gets `<runs_dir>/eval/<model-name>_<hash>/` (hash of the model and
+task config, so the same model on the same task always lands in the same folder and results are reused), with
+a config.yaml of what was evaluated and results in `eval/model/`.
+
+Import-light at module level (no torch): the CLI plans and validates before any model code is imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from workbench.config import (
+    DTYPES,
+    MODEL_KINDS,
+    PROMPT_STYLES,
+    ConfigError,
+    ModelConfig,
+    PriceConfig,
+    TaskConfig,
+    from_dict,
+)
+from workbench.runs import RunDir, atomic_write_json, atomic_write_text, now_iso, read_json, read_jsonl, sanitize_name
+
+BACKENDS = ("hf", "vllm")
+#: Completion limit of a model evaluated without a run directory (a run uses its algo.max_completion_length).
+DEFAULT_MAX_NEW_TOKENS = 256
+#: TRL's GRPOConfig default for max_completion_length, used when a run's config does not set it.
+TRL_DEFAULT_MAX_COMPLETION = 256
+#: Label (folder under eval/) of a model evaluated without a run directory.
+RUNLESS_LABEL = "model"
+METRICS_FILE, SAMPLES_FILE = "metrics.json", "samples.jsonl"
+#: A score at or above this counts as correct (task scorers return 0.0 or 1.0).
+CORRECT_THRESHOLD = 0.5
+_OVERRIDABLE_WITH_RUN = ("eval", "task", "price")
+
+
+# ----------------------------------------------------------------------------------------------- config
+
+
+@dataclass
+class EvalConfig:
+    """The `eval:` section of conf/eval.yaml (see the comments there)."""
+
+    n: int = 8
+    k: list[int] | None = None
+    maj_k: list[int] | None = None
+    temperature: float = 1.0
+    max_new_tokens: int | None = None
+    batch_size: int = 128
+    num_problems: int | None = None
+    backend: str = "hf"
+    n_boot: int = 1000
+    seed: int = 0
+
+
+@dataclass
+class EvalRootConfig:
+    """conf/eval.yaml as a typed config."""
+
+    runs_dir: str = "runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    price: PriceConfig = field(default_factory=PriceConfig)
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+def validate_eval(e: EvalConfig) -> None:
+    """One-line ConfigErrors for impossible eval settings (k > n among them)."""
+    if e.n < 1:
+        raise ConfigError(f"eval.n={e.n} must be at least 1")
+    for key in ("k", "maj_k"):
+        values = getattr(e, key)
+        if values is None:
+            continue
+        if not values:
+            raise ConfigError(f"eval.{key}=[] is empty; give at least one k or null for the default")
+        for k in values:
+            if k < 1:
+                raise ConfigError(f"eval.{key}={values}: k={k} must be at least 1")
+            if k > e.n:
+                what = "pass@k" if key == "k" else "maj@k"
+                raise ConfigError(
+                    f"eval.{key}={values}: k={k} is larger than eval.n={e.n} ({what} needs k <= n); "
+                    f"raise eval.n or lower k"
+                )
+    if e.temperature < 0:
+        raise ConfigError(f"eval.temperature={e.temperature} must be >= 0 (0 = greedy)")
+    if e.max_new_tokens is not None and e.max_new_tokens < 1:
+        raise ConfigError(f"eval.max_new_tokens={e.max_new_tokens} must be at least 1")
+    if e.batch_size < 1:
+        raise ConfigError(f"eval.batch_size={e.batch_size} must be at least 1")
+    if e.num_problems is not None and e.num_problems < 1:
+        raise ConfigError(f"eval.num_problems={e.num_problems} must be at least 1 (or null = all)")
+    if e.n_boot < 0:
+        raise ConfigError(f"eval.n_boot={e.n_boot} must be >= 0 (0 = no confidence intervals)")
+    _choice("eval.backend", e.backend, BACKENDS)
+
+
+def to_eval_config(data: dict[str, Any]) -> EvalRootConfig:
+    """Validated EvalRootConfig from a composed conf/eval.yaml tree (plain dict)."""
+    data = dict(data)
+    data.pop("hydra", None)
+    cfg = from_dict(EvalRootConfig, data)
+    _choice("model.kind", cfg.model.kind, MODEL_KINDS)
+    _choice("model.dtype", cfg.model.dtype, DTYPES)
+    _choice("task.prompt_style", cfg.task.prompt_style, PROMPT_STYLES)
+    if cfg.model.kind == "hf" and not cfg.model.name_or_path:
+        raise ConfigError("model.name_or_path must be set when model.kind=hf")
+    validate_eval(cfg.eval)
+    return cfg
+
+
+def check_backend(backend: str) -> None:
+    """eval.backend=vllm needs vllm importable and a CUDA GPU; otherwise a one-line ConfigError."""
+    if backend != "vllm":
+        return
+    from workbench.evaluation import vllm_backend
+
+    ok, why = vllm_backend.available()
+    if not ok:
+        raise ConfigError(f"eval.backend=vllm is not available here ({why}); use eval.backend=hf")
+
+
+# ----------------------------------------------------------------------------------------------- overrides
+
+
+def _parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """(dotted key, value) pairs parsed with Hydra's override grammar (lists, null, quoting as in rl train)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as e:
+        raise ConfigError(" ".join(str(e).split())) from None
+    out = []
+    for o in parsed:
+        if o.is_add() or o.is_delete() or o.is_force_add() or o.is_sweep_override():
+            raise ConfigError(f"override {o.input_line!r}: only plain key=value overrides are supported here")
+        out.append((o.key_or_group, o.value()))
+    return out
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {} if child is None else child
+            node[part] = child
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted}: {part} is not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def split_run_overrides(overrides: list[str]) -> tuple[list[str], list[tuple[str, Any]]]:
+    """With a run directory: eval.* overrides go to Hydra (conf/eval.yaml's eval section); task.* and price.*
+    are applied to the run's own config. Anything else (model=..., model.*, task=...) is an error."""
+    eval_overrides, run_overrides = [], []
+    for raw, (key, value) in zip(overrides, _parse_overrides(overrides)):
+        head = key.split(".", 1)[0]
+        if head not in _OVERRIDABLE_WITH_RUN or "." not in key:
+            raise ConfigError(
+                f"override {raw!r}: with a run directory only eval.*, task.* and price.* can be overridden "
+                f"(the model and task come from the run's config.yaml)"
+            )
+        if head == "eval":
+            eval_overrides.append(raw)
+        else:
+            run_overrides.append((key, value))
+    return eval_overrides, run_overrides
+
+
+# ----------------------------------------------------------------------------------------------- plan
+
+
+@dataclass
+class Target:
+    """One model to evaluate: its label (folder under eval/), how to load it, and where results go."""
+
+    label: str  # final | checkpoint-N | model
+    model: ModelConfig
+    step: int | None
+    out_dir: Path
+    model_dir: Path | None = None  # local weights folder (fingerprinted), if any
+
+
+@dataclass
+class EvalPlan:
+    cfg: EvalRootConfig  # resolved: eval.k, eval.maj_k, eval.max_new_tokens, eval.num_problems filled in
+    targets: list[Target]
+    task: Any  # workbench.tasks.Task
+    examples: list[dict[str, Any]]
+    run: RunDir | None = None  # None: a model evaluated without a run directory
+    base_dir: Path | None = None  # the run directory or the runless directory (created by execute)
+    overrides: list[str] = field(default_factory=list)
+
+
+def _resolve(cfg: EvalRootConfig, default_max_new_tokens: int) -> tuple[Any, list[dict[str, Any]]]:
+    """Fill the eval defaults that depend on n / the run, build the task and pick its problems."""
+    from workbench.evaluation.metrics import default_ks
+    from workbench.tasks import build_task
+
+    e = cfg.eval
+    validate_eval(e)
+    e.k = sorted(set(e.k)) if e.k else default_ks(e.n)
+    e.maj_k = sorted(set(e.maj_k)) if e.maj_k else [e.n]
+    if e.max_new_tokens is None:
+        e.max_new_tokens = int(default_max_new_tokens)
+    check_backend(e.backend)
+    task = build_task(cfg.task)
+    examples = task.examples("eval")
+    if not examples:
+        raise ConfigError(f"task {cfg.task.name!r} has no eval problems (task.eval_size={cfg.task.eval_size})")
+    if e.num_problems is not None and e.num_problems > len(examples):
+        raise ConfigError(
+            f"eval.num_problems={e.num_problems} but task {cfg.task.name!r} has only {len(examples)} eval problems; "
+            f"raise task.eval_size or lower eval.num_problems"
+        )
+    examples = examples[: e.num_problems] if e.num_problems else examples
+    e.num_problems = len(examples)
+    return task, examples
+
+
+def run_models(run: RunDir) -> dict[str, tuple[Path, int | None]]:
+    """{label: (folder, step)} of the run's loadable models: checkpoints by step, then final."""
+    out: dict[str, tuple[Path, int | None]] = {}
+    for cp in run.checkpoints():
+        if (cp / "config.json").exists():
+            out[cp.name] = (cp, int(cp.name.split("-")[1]))
+    if (run.final_dir / "config.json").exists():
+        step = None
+        if run.summary_file.exists():
+            try:
+                step = read_json(run.summary_file).get("steps")
+            except (OSError, ValueError):
+                step = None
+        if step is None and out:
+            step = list(out.values())[-1][1]
+        out["final"] = (run.final_dir, step)
+    return out
+
+
+def select_checkpoints(run: RunDir, checkpoint: str | None) -> list[tuple[str, Path, int | None]]:
+    """Models named by --checkpoint: final (default) | last | all | checkpoint-N | N."""
+    models = run_models(run)
+    if not models:
+        raise ConfigError(
+            f"run directory has no model to evaluate: no final/ and no checkpoints/checkpoint-N in {run.path} "
+            f"(status: {run.status})"
+        )
+    names = list(models)
+    want = (checkpoint or "final").strip()
+    checkpoints = [n for n in names if n != "final"]
+    if want == "all":
+        chosen = names
+    elif want == "last":
+        if not checkpoints:
+            raise ConfigError(f"--checkpoint last: {run.path} has no checkpoints; available: {', '.join(names)}")
+        chosen = [checkpoints[-1]]
+    else:
+        name = f"checkpoint-{want}" if want.isdigit() else want
+        if name not in models:
+            if name == "final":
+                raise ConfigError(
+                    f"{run.path} has no final/ model (status: {run.status}); evaluate a checkpoint with "
+                    f"--checkpoint: {', '.join(checkpoints)}, last or all"
+                )
+            raise ConfigError(
+                f"checkpoint {want!r} not found in {run.path}; available: {', '.join(names)} (or last, all)"
+            )
+        chosen = [name]
+    return [(n, *models[n]) for n in chosen]
+
+
+def plan_run_eval(run_dir: str | Path, overrides: list[str] | None = None, checkpoint: str | None = None) -> EvalPlan:
+    """Plan the evaluation of a run directory's final model (default) or checkpoints. Writes nothing."""
+    from workbench.compose import compose
+    from workbench.train import load_run_config
+
+    overrides = list(overrides or [])
+    run = RunDir.open(run_dir)
+    try:
+        run_cfg = load_run_config(run)
+    except ConfigError as e:
+        raise ConfigError(f"{run.config_file}: {e}") from None
+    eval_overrides, run_overrides = split_run_overrides(overrides)
+    composed = compose("eval", eval_overrides)
+    data: dict[str, Any] = {
+        "runs_dir": str(run.path.parent),
+        "model": dataclasses.asdict(run_cfg.model),
+        "task": dataclasses.asdict(run_cfg.task),
+        "eval": composed["eval"],
+        "price": dataclasses.asdict(run_cfg.price),
+    }
+    for key, value in run_overrides:
+        _set_dotted(data, key, value)
+    cfg = to_eval_config(data)
+    chosen = select_checkpoints(run, checkpoint)
+    max_completion = run_cfg.algo.trl.get("max_completion_length") or TRL_DEFAULT_MAX_COMPLETION
+    task, examples = _resolve(cfg, max_completion)
+    targets = [
+        Target(
+            label=label,
+            model=ModelConfig(kind="hf", name_or_path=str(path), dtype=run_cfg.model.dtype,
+                              use_chat_template=run_cfg.model.use_chat_template),
+            step=step,
+            out_dir=run.eval_dir / label,
+            model_dir=path,
+        )
+        for label, path, step in chosen
+    ]
+    return EvalPlan(cfg, targets, task, examples, run=run, base_dir=run.path, overrides=overrides)
+
+
+def model_label(model: ModelConfig) -> str:
+    """A readable name for a model: tiny, Qwen2.5-0.5B-Instruct, <run>-final, <run>-checkpoint-40, ..."""
+    if model.kind == "tiny" or not model.name_or_path:
+        return "tiny" if model.kind == "tiny" else "model"
+    p = Path(model.name_or_path.rstrip("/"))
+    parts = p.parts[-2:] if (p.name == "final" or p.name.startswith("checkpoint-")) else p.parts[-1:]
+    return sanitize_name("-".join(parts))
+
+
+def _model_identity(model: ModelConfig, model_dir: Path | None, label: str | None = None) -> dict[str, Any]:
+    ident: dict[str, Any] = {"kind": model.kind, "dtype": model.dtype, "use_chat_template": model.use_chat_template}
+    if label is not None:  # a run's model: named by checkpoint, so a moved run directory keeps its results
+        ident["checkpoint"] = label
+    elif model.kind == "tiny":
+        ident["tiny"] = dataclasses.asdict(model.tiny)
+    else:
+        ident["name_or_path"] = str(model_dir.resolve()) if model_dir is not None else model.name_or_path
+    if model.lora.enabled:
+        ident["lora"] = dataclasses.asdict(model.lora)
+    ident["fingerprint"] = weights_fingerprint(model_dir) if model_dir is not None else None
+    return ident
+
+
+def weights_fingerprint(folder: Path) -> str | None:
+    """sha256 (16 hex) of the names, sizes and mtimes of a model folder's weight and config files."""
+    items = []
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if p.is_file() and (p.suffix in (".safetensors", ".bin", ".pt") or p.name == "config.json"):
+            st = p.stat()
+            items.append((p.name, st.st_size, st.st_mtime_ns))
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16] if items else None
+
+
+def plan_model_eval(overrides: list[str] | None = None) -> EvalPlan:
+    """Plan the evaluation of a model given by model=/task= overrides, without a run directory. Writes nothing."""
+    from workbench.compose import compose
+
+    overrides = list(overrides or [])
+    cfg = to_eval_config(compose("eval", overrides))
+    if cfg.model.kind == "hf":
+        local = Path(cfg.model.name_or_path).expanduser()
+        from workbench.models.hf import is_path_like
+
+        if not local.is_dir() and is_path_like(cfg.model.name_or_path):
+            raise ConfigError(f"model.name_or_path: directory not found: {cfg.model.name_or_path}")
+    task, examples = _resolve(cfg, DEFAULT_MAX_NEW_TOKENS)
+    model_dir = None
+    if cfg.model.kind == "hf" and Path(cfg.model.name_or_path).expanduser().is_dir():
+        model_dir = Path(cfg.model.name_or_path).expanduser()
+    ident = {"model": _model_identity(cfg.model, model_dir), "task": dataclasses.asdict(cfg.task)}
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
+    base = Path(cfg.runs_dir) / "eval" / f"{model_label(cfg.model)}_{digest}"
+    target = Target(RUNLESS_LABEL, cfg.model, None, base / "eval" / RUNLESS_LABEL, model_dir)
+    return EvalPlan(cfg, [target], task, examples, run=None, base_dir=base, overrides=overrides)
+
+
+def eval_identity(plan: EvalPlan, target: Target) -> dict[str, Any]:
+    """What defines a result: `generation` (what was sampled) and `metrics` (how it was summarised).
+
+    eval.batch_size is a speed knob and not part of it."""
+    e, cfg = plan.cfg.eval, plan.cfg
+    label = target.label if plan.run is not None else None
+    ident = {
+        "generation": {
+            "model": _model_identity(target.model, target.model_dir, label),
+            "task": dataclasses.asdict(cfg.task),
+            "split": "eval",
+            "num_problems": len(plan.examples),
+            "n": e.n,
+            "temperature": e.temperature,
+            "max_new_tokens": e.max_new_tokens,
+            "seed": e.seed,
+            "backend": e.backend,
+        },
+        "metrics": {"k": list(e.k), "maj_k": list(e.maj_k), "n_boot": e.n_boot, "price": dataclasses.asdict(cfg.price)},
+    }
+    return json.loads(json.dumps(ident))  # as it reads back from metrics.json
+
+
+# ----------------------------------------------------------------------------------------------- samples -> rows
+
+
+def think_boundary(ids: list[int], close_id: int | None, decode: Callable[[list[int]], str] | None = None,
+                   close_text: str = "</think>") -> int | None:
+    """Number of leading tokens up to and including the first `</think>`; None when there is none.
+
+    With a single-token `</think>` (`close_id`) this is a scan; otherwise the shortest prefix whose decoded text
+    contains `close_text` is found by binary search over `decode` (containment is monotone in the prefix).
+    """
+    if close_id is not None:
+        for i, t in enumerate(ids):
+            if t == close_id:
+                return i + 1
+        return None
+    if decode is None or close_text not in decode(ids):
+        return None
+    lo, hi = 1, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if close_text in decode(ids[:mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _mean(values: list[float]) -> float | None:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return float(sum(vals) / len(vals)) if vals else None
+
+
+def phase_entropy(entropy: list[float] | None, boundary: int | None) -> tuple[float | None, float | None, float | None]:
+    """(mean, think, answer) token entropy of one sample. Think = tokens up to and including `</think>`; without
+    `</think>` every token is thinking (as in training's phase masks) and the answer phase is None."""
+    if not entropy:
+        return None, None, None
+    cut = len(entropy) if boundary is None else min(boundary, len(entropy))
+    return _mean(entropy), _mean(entropy[:cut]), _mean(entropy[cut:]) if cut < len(entropy) else None
+
+
+def sample_cost(prompt_tokens: int, completion_tokens: int, price: PriceConfig) -> float:
+    """$ of one attempt: prompt tokens x prompt price + completion tokens x completion price (per million)."""
+    return prompt_tokens * price.prompt_per_million / 1e6 + completion_tokens * price.completion_per_million / 1e6
+
+
+def build_rows(samples: list[Any], examples: list[dict[str, Any]], task: Any, prompt_tokens: list[int],
+               price: PriceConfig, close_id: int | None = None,
+               decode: Callable[[list[int]], str] | None = None) -> list[dict[str, Any]]:
+    """samples.jsonl rows from generate.Sample objects, scored by the task's own scorer."""
+    rows = []
+    seen: dict[int, int] = {}
+    for s in samples:
+        ex = examples[s.problem]
+        j = seen.get(s.problem, 0)
+        seen[s.problem] = j + 1
+        score = float(task.score(s.text, ex))
+        boundary = think_boundary(s.ids, close_id, decode)
+        ent, ent_think, ent_answer = phase_entropy(s.entropy, boundary)
+        rows.append({
+            "problem": s.problem,
+            "id": ex.get("id"),
+            "sample": j,
+            "prompt": ex["prompt"],
+            "target": str(ex["answer"]),
+            "completion": s.text,
+            "answer": task.extract_answer(s.text),
+            "score": score,
+            "correct": score >= CORRECT_THRESHOLD,
+            "length": len(s.ids),
+            "prompt_tokens": int(prompt_tokens[s.problem]),
+            "truncated": bool(s.truncated),
+            "entropy": ent,
+            "entropy_think": ent_think,
+            "entropy_answer": ent_answer,
+            "think_tokens": boundary,
+            "cost": sample_cost(prompt_tokens[s.problem], len(s.ids), price),
+        })
+    return rows
+
+
+def reprice(rows: list[dict[str, Any]], price: PriceConfig) -> None:
+    for r in rows:
+        r["cost"] = sample_cost(r["prompt_tokens"], r["length"], price)
+
+
+def compute_metrics(rows: list[dict[str, Any]], num_problems: int, n: int, ks: list[int], maj_ks: list[int],
+                    n_boot: int = 1000, seed: int = 0) -> dict[str, float | None]:
+    """The eval/... metrics (with /ci_low, /ci_high) of samples.jsonl rows via metrics.summarize_problems."""
+    import numpy as np
+
+    from workbench.evaluation.metrics import summarize_problems
+
+    P = num_problems
+    grid: list[list[dict[str, Any] | None]] = [[None] * n for _ in range(P)]
+    for r in rows:
+        grid[r["problem"]][r["sample"]] = r
+    missing = sum(cell is None for row in grid for cell in row)
+    if missing:
+        raise ValueError(f"{missing} of {P * n} samples are missing")
+
+    def mat(key: str, dtype: Any = float) -> Any:
+        return np.array([[np.nan if c[key] is None else c[key] for c in row] for row in grid], dtype=dtype)
+
+    return summarize_problems(
+        correct=mat("correct", bool),
+        answers=[[c["answer"] for c in row] for row in grid],
+        lengths=mat("length"),
+        truncated=mat("truncated", bool),
+        costs=mat("cost"),
+        entropy=mat("entropy"),
+        entropy_think=mat("entropy_think"),
+        entropy_answer=mat("entropy_answer"),
+        ks=ks,
+        maj_ks=maj_ks,
+        n_boot=n_boot,
+        seed=seed,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- generation
+
+
+def _progress_bar(enabled: bool, total: int, label: str):
+    """(callback(num_done), close()) for a rich progress bar; no-ops when disabled."""
+    if not enabled:
+        return None, lambda: None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("[bold]eval[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn(), transient=True)
+    bar.start()
+    tid = bar.add_task(label, total=total)
+    return (lambda done: bar.update(tid, completed=done)), bar.stop
+
+
+def think_close_id(tokenizer: Any) -> int | None:
+    from workbench.tasks.base import THINK_CLOSE
+
+    ids = tokenizer.encode(THINK_CLOSE, add_special_tokens=False)
+    return ids[0] if len(ids) == 1 else None
+
+
+def prompt_token_counts(tokenizer: Any, prompts: list[str], use_chat_template: bool) -> list[int]:
+    from workbench.evaluation.generate import format_prompt
+
+    return [len(tokenizer(format_prompt(tokenizer, p, use_chat_template), add_special_tokens=False)["input_ids"])
+            for p in prompts]
+
+
+def generate_hf(model: Any, tokenizer: Any, prompts: list[str], e: EvalConfig, use_chat_template: bool,
+                progress: Callable[[int], None] | None = None) -> tuple[list[Any], int]:
+    """Batched sampling (left padding, KV cache, chunks fitted to memory) with per-token entropy.
+
+    Returns (samples, chunk size used)."""
+    from workbench.evaluation.generate import fit_batch_size, sample
+
+    longest = max(prompt_token_counts(tokenizer, prompts[:64], use_chat_template) or [0])
+    batch = fit_batch_size(model, e.batch_size, longest + int(e.max_new_tokens))
+    samples = sample(model, tokenizer, prompts, n=e.n, temperature=e.temperature, max_new_tokens=int(e.max_new_tokens),
+                     batch_size=batch, use_chat_template=use_chat_template, with_entropy=True, seed=e.seed,
+                     progress=progress)
+    return samples, batch
+
+
+def generate_rows(model: Any, tokenizer: Any, task: Any, examples: list[dict[str, Any]], e: EvalConfig,
+                  price: PriceConfig, use_chat_template: bool, progress: Callable[[int], None] | None = None,
+                  backend: str = "hf", model_path: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Sample e.n completions per example, score them and return (rows, perf)."""
+    prompts = [x["prompt"] for x in examples]
+    start = time.perf_counter()
+    if backend == "vllm":
+        from workbench.evaluation import vllm_backend
+
+        samples = vllm_backend.sample(model_path, tokenizer, prompts, n=e.n, temperature=e.temperature,
+                                      max_new_tokens=int(e.max_new_tokens), seed=e.seed,
+                                      use_chat_template=use_chat_template)
+        batch = None
+    else:
+        samples, batch = generate_hf(model, tokenizer, prompts, e, use_chat_template, progress)
+    seconds = time.perf_counter() - start
+    counts = prompt_token_counts(tokenizer, prompts, use_chat_template)
+    cid = think_close_id(tokenizer)
+    rows = build_rows(samples, examples, task, counts, price, cid,
+                      decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=False))
+    tokens = sum(r["length"] for r in rows)
+    perf = {
+        "backend": backend,
+        "batch_size": batch,
+        "generate_seconds": round(seconds, 3),
+        "completion_tokens": tokens,
+        "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None,
+    }
+    return rows, perf
+
+
+# ----------------------------------------------------------------------------------------------- execution
+
+
+def _write_samples(path: Path, rows: list[dict[str, Any]]) -> None:
+    """samples.jsonl through a temp file + rename (NaN/inf written as null)."""
+    from workbench.runs import _json_safe
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        for r in rows:
+            f.write(json.dumps(_json_safe(r)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_result(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("metrics"), dict) else None
+
+
+def _load_model(plan: EvalPlan, target: Target):
+    from workbench.models import load_model_and_tokenizer
+
+    if plan.cfg.eval.backend == "vllm":
+        from transformers import AutoTokenizer
+
+        path = target.model.name_or_path if target.model.kind == "hf" else None
+        if path is None:  # the tiny model: build/load it once to get its cache folder
+            _, tok, info = load_model_and_tokenizer(target.model, plan.task, progress=False)
+            return None, tok, info["cache_path"]
+        return None, AutoTokenizer.from_pretrained(path, padding_side="left"), path
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar; rl eval shows its own progress
+    try:
+        model, tokenizer, info = load_model_and_tokenizer(target.model, plan.task, progress=True)
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+    return model, tokenizer, info.get("cache_path") or target.model.name_or_path
+
+
+def evaluate_target(plan: EvalPlan, target: Target, force: bool = False, progress: bool = True,
+                    command: str | None = None) -> dict[str, Any]:
+    """Evaluate one model into target.out_dir; returns the metrics.json document plus "reused" (none | samples |
+    all) and "path"."""
+    e, cfg = plan.cfg.eval, plan.cfg
+    out = target.out_dir
+    mfile, sfile = out / METRICS_FILE, out / SAMPLES_FILE
+    ident = eval_identity(plan, target)
+    P = len(plan.examples)
+    old = None if force else _read_result(mfile)
+    if old is not None and old.get("eval_config") == ident and sfile.exists():
+        return {**old, "reused": "all", "path": str(mfile)}
+
+    rows: list[dict[str, Any]] | None = None
+    perf: dict[str, Any] | None = None
+    reused = "none"
+    if old is not None and (old.get("eval_config") or {}).get("generation") == ident["generation"] and sfile.exists():
+        rows = read_jsonl(sfile)
+        if len(rows) == P * e.n:
+            reprice(rows, cfg.price)
+            perf, reused = old.get("perf"), "samples"
+        else:
+            rows = None
+    if rows is None:
+        model, tokenizer, model_path = _load_model(plan, target)
+        callback, close = _progress_bar(progress and e.backend == "hf", P * e.n, target.label)
+        try:
+            rows, perf = generate_rows(model, tokenizer, plan.task, plan.examples, e, cfg.price,
+                                       target.model.use_chat_template, callback, e.backend, model_path)
+        finally:
+            close()
+        del model
+
+    metrics = compute_metrics(rows, P, e.n, e.k, e.maj_k, e.n_boot, e.seed)
+    doc = {
+        "checkpoint": target.label,
+        "step": target.step,
+        "run_dir": str(plan.run.path) if plan.run is not None else None,
+        "model": target.model.name_or_path if target.model.kind == "hf" else "tiny",
+        "task": cfg.task.name,
+        "num_problems": P,
+        "n": e.n,
+        "num_samples": len(rows),
+        "metrics": metrics,
+        "eval_config": ident,
+        "perf": perf,
+        "time": now_iso(),
+        "command": command,
+        "samples_file": SAMPLES_FILE,
+    }
+    if plan.run is None:
+        _write_runless_config(plan)  # only now: a model that fails to load leaves nothing behind
+    out.mkdir(parents=True, exist_ok=True)
+    # metrics.json goes first and comes back last: a crash in between leaves samples without a result.
+    mfile.unlink(missing_ok=True)
+    _write_samples(sfile, rows)
+    atomic_write_json(mfile, doc)
+    return {**read_json(mfile), "reused": reused, "path": str(mfile)}
+
+
+def _write_runless_config(plan: EvalPlan) -> None:
+    import yaml
+
+    assert plan.base_dir is not None
+    plan.base_dir.mkdir(parents=True, exist_ok=True)
+    data = dataclasses.asdict(plan.cfg)
+    atomic_write_text(plan.base_dir / "config.yaml", yaml.safe_dump(data, sort_keys=False))
+    atomic_write_text(plan.base_dir / "overrides.txt", "".join(o + "\n" for o in plan.overrides))
+
+
+def execute(plan: EvalPlan, force: bool = False, progress: bool = True, command: str | None = None,
+            on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Evaluate every target of the plan, in order (checkpoints by step, then final)."""
+    results = []
+    for target in plan.targets:
+        res = evaluate_target(plan, target, force=force, progress=progress, command=command)
+        results.append(res)
+        if on_result is not None:
+            on_result(res)
+    return results
