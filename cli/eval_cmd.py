@@ -192,5 +192,6 @@ def eval_command(
         _print_one(console, results[0])
     else:
         _print_curve(console, results)
-    where = {str(Path(r["path"]).parent) for r in results}
-    console.print(f"results: [bold]{', '.join(sorted(where)) if len(where) < 4 else str(plan.targets[0].out_dir.parent)}[/bold]")
+    folders = [Path(r["path"]).parent for r in results]
+    where = str(folders[0]) if len(folders) == 1 else f"{folders[0].parent}/{{{','.join(f.name for f in folders)}}}"
+    console.print(f"results: [bold]{where}[/bold] (metrics.json, samples.jsonl)", soft_wrap=True)

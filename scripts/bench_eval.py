@@ -78,15 +78,19 @@ def plain_loop(model, tok, prompts, n, temperature, max_new_tokens, seed):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="tiny", help="tiny (warm-started, cached) | random | a local model folder")
-    ap.add_argument("--problems", type=int, default=32, help="held-out problems (prompts)")
+    ap.add_argument("--problems", type=int, default=16, help="held-out problems (prompts)")
     ap.add_argument("--n", type=int, default=8, help="samples per problem")
     ap.add_argument("--max-new-tokens", type=int, default=80)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=128, help="rl eval's eval.batch_size")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for both paths (default: torch's)")
     args = ap.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from workbench.config import PriceConfig, TaskConfig
     from workbench.evaluation.runner import EvalConfig, generate_rows
@@ -119,7 +123,7 @@ def main() -> None:
     rate_b, rate_p = tok_batched / t_batched, tok_plain / t_plain
     print(f"command: {command}")
     print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"CUDA {'yes' if torch.cuda.is_available() else 'no'}")
+          f"CUDA {'yes' if torch.cuda.is_available() else 'no'}, load average {os.getloadavg()[0]:.1f} at the end")
     print(f"model: {desc}")
     print(f"workload: {len(prompts)} problems x {args.n} samples = {len(prompts) * args.n} completions, "
           f"T={args.temperature}, max_new_tokens={args.max_new_tokens}")

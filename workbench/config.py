@@ -200,7 +200,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         _, varg = typing.get_args(tp) or (str, Any)
-        return {str(k): _coerce(v if v is not None else {}, varg, f"{key}.{k}") for k, v in value.items()}
+        # `term:` with no options in YAML is None; it means "no options" only where a mapping is expected
+        empty = {} if typing.get_origin(varg) is dict else None
+        return {str(k): _coerce(empty if v is None else v, varg, f"{key}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -221,8 +221,8 @@ def train(
             run=run,
             samples_every=cfg.samples_every,
             num_samples=cfg.num_samples,
-            price_prompt=cfg.price.prompt_per_million * 1e-6,
-            price_completion=cfg.price.completion_per_million * 1e-6,
+            price_prompt=cfg.price.prompt_per_million,
+            price_completion=cfg.price.completion_per_million,
         )
         from transformers.trainer_callback import PrinterCallback
 

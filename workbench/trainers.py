@@ -32,13 +32,13 @@ from trl import GRPOTrainer, RLOOTrainer
 
 from workbench.config import ConfigError
 from workbench.runs import RunDir, append_jsonl
+from workbench.shaping.cost import token_cost
 from workbench.shaping.base import AdvantageTransform, Regularizer, RewardTerm, Rollouts
 from workbench.tasks.base import THINK_CLOSE, Task
 
-# Default token prices for cost/ metrics, $ per token ($0.15 / $0.60 per million prompt / completion tokens,
-# a typical small hosted model in 2025). Cost terms take their own prices from config.
-DEFAULT_PRICE_PROMPT = 0.15e-6
-DEFAULT_PRICE_COMPLETION = 0.60e-6
+# Default token prices for cost/ metrics, $ per 1M tokens (a typical small hosted model; conf/train.yaml price.*).
+DEFAULT_PRICE_PROMPT = 0.15
+DEFAULT_PRICE_COMPLETION = 0.60
 
 
 class TermReward:
@@ -206,9 +206,8 @@ class ShapingMixin:
             step=int(self.state.global_step),
             mask=mask,
         )
-        rollouts.cost = (
-            rollouts.prompt_lengths.float() * self.price_prompt + rollouts.lengths.float() * self.price_completion
-        )
+        rollouts.price_prompt, rollouts.price_completion = self.price_prompt, self.price_completion
+        rollouts.cost = token_cost(rollouts.prompt_lengths, rollouts.lengths, self.price_prompt, self.price_completion)
         if "entropy" in self.needs:
             ent = self.accelerator.pad_across_processes(local_ent, dim=1, pad_index=0.0)
             ent = gather(ent).cpu()

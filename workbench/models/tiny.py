@@ -232,11 +232,51 @@ def cache_hash(key: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------- warm start
 
 
-def _num_threads() -> int:
+def _num_cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+class ThreadChooser:
+    """Chooses torch's intra-op thread count (1 or all cores) by measured time per token, as load changes.
+
+    Why: on this 2-core machine two OpenMP threads make a warm-start step ~1.5x faster when the machine is
+    idle, but ~20x *slower* (2.4 s vs 0.12 s at batch 16) when other processes compete for the cores: every
+    op ends in a barrier that waits for whichever thread was descheduled. Measuring both settings early and
+    re-probing the other one every `probe_every` steps keeps the faster one at a cost of ~1% of the steps.
+    """
+
+    def __init__(self, max_threads: int, probe_every: int = 100) -> None:
+        self.options = sorted({1, max(1, max_threads)})
+        self.probe_every = probe_every
+        self.cost: dict[int, float] = {}  # threads -> moving average of seconds per token
+        self.samples: dict[int, int] = {}
+
+    def best(self) -> int:
+        measured = [o for o in self.options if o in self.cost]
+        return min(measured, key=self.cost.__getitem__) if measured else self.options[-1]
+
+    def threads_for(self, step: int) -> int:
+        if len(self.options) == 1:
+            return self.options[0]
+        if step >= 1:  # step 0 pays one-off allocation costs: don't learn from it
+            for option in self.options:  # two samples of each option first
+                if self.samples.get(option, 0) < 2:
+                    return option
+        best = self.best()
+        if step > 0 and step % self.probe_every == 0:
+            return next(o for o in self.options if o != best)
+        return best
+
+    def record(self, step: int, threads: int, seconds: float, tokens: int) -> None:
+        if step == 0 or tokens <= 0:
+            return
+        cost = seconds / tokens
+        previous = self.cost.get(threads)
+        self.cost[threads] = cost if previous is None else 0.5 * previous + 0.5 * cost
+        self.samples[threads] = self.samples.get(threads, 0) + 1
 
 
 def _lr_lambda(steps: int) -> Any:
@@ -319,6 +359,7 @@ def _progress(enabled: bool, total: int) -> Any:
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]}"),
+        TextColumn("threads {task.fields[threads]}"),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
@@ -334,6 +375,7 @@ def warm_start(
     train: list[dict[str, Any]],
     tiny: TinyModelConfig,
     progress: bool = True,
+    threads: ThreadChooser | None = None,
 ) -> list[float]:
     """Supervised training on `prompt + trace + <eos>` (loss on trace and eos only). Returns per-step losses.
 
@@ -349,9 +391,13 @@ def warm_start(
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps))
     losses: list[float] = []
+    threads = threads or ThreadChooser(_num_cores())
+    saved_threads = torch.get_num_threads()
     model.train()
-    with _progress(progress, steps) as bar:
-        bar_task = bar.add_task("warm start", total=steps, loss="  -  ") if bar is not None else None
+    with contextlib.ExitStack() as stack:
+        stack.callback(torch.set_num_threads, saved_threads)
+        bar = stack.enter_context(_progress(progress, steps))
+        bar_task = bar.add_task("warm start", total=steps, loss="  -  ", threads="-") if bar is not None else None
         for step in range(steps):
             idx = [rng.randrange(len(train)) for _ in range(batch_size)]
             traces = [task.warm_start_completion(train[i], rng, rng.random() < tiny.verbose_fraction) for i in idx]
@@ -369,14 +415,18 @@ def warm_start(
                            tokenizer.eos_token_id, tokenizer.pad_token_id)
                 for g in groups
             ]
+            num_threads = threads.threads_for(step)
+            torch.set_num_threads(num_threads)
+            start = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             loss = warm_start_loss(model, batches)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
+            threads.record(step, num_threads, time.perf_counter() - start, sum(b[0].numel() for b in batches))
             losses.append(loss)
             if bar is not None:
-                bar.update(bar_task, advance=1, loss=f"{losses[-1]:.3f}")
+                bar.update(bar_task, advance=1, loss=f"{losses[-1]:.3f}", threads=num_threads)
     model.eval()
     return losses
 
@@ -444,24 +494,25 @@ def is_complete(path: Path) -> bool:
 def build_into(directory: Path, tiny: TinyModelConfig, task: Task, material: TaskMaterial, key: dict[str, Any],
                progress: bool) -> None:
     """Build tokenizer + model, warm-start, evaluate and save everything into `directory` (which exists)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(_num_threads())
+    saved_threads = torch.get_num_threads()
+    threads = ThreadChooser(_num_cores())
     try:
         with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG state untouched
             torch.manual_seed(tiny.seed)
             tokenizer = build_tokenizer(material.chars, max_length=tiny.max_positions)
             model = build_model(tiny, tokenizer)
             start = time.perf_counter()
-            losses = warm_start(model, tokenizer, task, material.train, tiny, progress=progress)
+            losses = warm_start(model, tokenizer, task, material.train, tiny, progress=progress, threads=threads)
             train_seconds = time.perf_counter() - start
             # Room for the longest trace (characters >= tokens) plus slack, within the position budget.
             longest_prompt = max((len(tokenizer(str(ex["prompt"]))["input_ids"]) for ex in material.eval), default=0)
             max_new = max(1, min(material.max_completion_chars + 8, tiny.max_positions - longest_prompt))
+            torch.set_num_threads(threads.best())
             start = time.perf_counter()
             accuracy, completions = greedy_accuracy(model, tokenizer, task, material.eval, max_new)
             eval_seconds = time.perf_counter() - start
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(saved_threads)
 
     tail = losses[-min(10, len(losses)) :] if losses else []
     meta = {
@@ -474,6 +525,8 @@ def build_into(directory: Path, tiny: TinyModelConfig, task: Task, material: Tas
         "warm_start_steps": tiny.warm_start_steps,
         "warm_start_seconds": round(train_seconds, 3),
         "warm_start_seconds_per_step": round(train_seconds / max(1, len(losses)), 4),
+        # measured seconds per 1000 padded tokens by torch thread count (see ThreadChooser)
+        "warm_start_ms_per_ktoken_by_threads": {str(k): round(v * 1e6, 2) for k, v in threads.cost.items()},
         # initial = loss of the first step (the untrained model); final = mean of the last <=10 steps
         "warm_start_loss_initial": losses[0] if losses else None,
         "warm_start_loss_final": sum(tail) / len(tail) if tail else None,

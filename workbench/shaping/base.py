@@ -53,6 +53,8 @@ class Rollouts:
     has_think_close: torch.Tensor | None = None  # (B,) bool ("phase")
     answers: list[str | None] | None = None  # extracted final answers ("answers")
     cost: torch.Tensor | None = None  # (B,) $ per rollout ("cost")
+    price_prompt: float = 0.15  # the run's token prices, $ per 1M tokens (conf/train.yaml price.*)
+    price_completion: float = 0.60
     tool_calls: torch.Tensor | None = None  # (B,) float ("tool_calls")
     # Raw (unweighted) outputs of reward terms computed earlier in the list, by name; combiners read these.
     term_rewards: dict[str, torch.Tensor] = field(default_factory=dict)

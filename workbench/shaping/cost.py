@@ -53,25 +53,28 @@ class CostTokens(RewardTerm):
     def __init__(
         self,
         weight: float = 1.0,
-        price_prompt: float = 0.15,
-        price_completion: float = 0.60,
+        price_prompt: float | None = None,
+        price_completion: float | None = None,
         normalize: bool = True,
     ):
         super().__init__(weight)
-        if price_prompt < 0 or price_completion < 0:
+        if (price_prompt is not None and price_prompt < 0) or (price_completion is not None and price_completion < 0):
             raise ValueError(f"prices must be >= 0, got {price_prompt}, {price_completion}")
-        self.price_prompt = float(price_prompt)
-        self.price_completion = float(price_completion)
+        # None: use the run's price table (rollouts.price_*), so the reward and the cost/ metrics agree
+        self.price_prompt = None if price_prompt is None else float(price_prompt)
+        self.price_completion = None if price_completion is None else float(price_completion)
         self.normalize = bool(normalize)
         self._metrics: dict[str, float] = {}
 
     def __call__(self, rollouts: Rollouts) -> torch.Tensor:
-        cost = token_cost(rollouts.prompt_lengths, rollouts.lengths, self.price_prompt, self.price_completion)
+        pp = rollouts.price_prompt if self.price_prompt is None else self.price_prompt
+        pc = rollouts.price_completion if self.price_completion is None else self.price_completion
+        cost = token_cost(rollouts.prompt_lengths, rollouts.lengths, pp, pc)
         self._metrics = {"dollars": float(cost.mean()) if cost.numel() else 0.0}
         if not self.normalize:
             return -cost
         budget = torch.full_like(rollouts.lengths, rollouts.max_completion_length)
-        worst = token_cost(rollouts.prompt_lengths, budget, self.price_prompt, self.price_completion)
+        worst = token_cost(rollouts.prompt_lengths, budget, pp, pc)
         return torch.where(worst > 0, -cost / worst.clamp(min=1e-30), torch.zeros_like(cost))
 
     def metrics(self) -> dict[str, float]:
