@@ -120,5 +120,8 @@ app.command("compare")(compare_command)
 from cli.eval_cmd import EVAL_EPILOG, eval_command  # noqa: E402
 app.command("eval", epilog=EVAL_EPILOG)(eval_command)
 
+from cli.sweep_cmd import SWEEP_EPILOG, sweep_command  # noqa: E402
+app.command("sweep", epilog=SWEEP_EPILOG)(sweep_command)
+
 if __name__ == "__main__":
     app()

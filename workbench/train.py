@@ -73,8 +73,19 @@ def _finish_wandb(exit_code: int = 0) -> None:
         pass
 
 
+def quiet_imports() -> None:
+    """Import transformers' integrations once with stdout muted: with WANDB_MODE=offline it prints an
+    "[INFO] Running in WANDB offline mode" line on import, which would land in the middle of our output."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        import transformers.integrations.integration_utils  # noqa: F401
+
+
 def prepare(cfg: TrainConfig, progress: bool = True):
     """Build everything that can fail on user input, before any run directory exists."""
+    quiet_imports()
     import torch
 
     from workbench.models import load_model_and_tokenizer

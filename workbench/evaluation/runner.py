@@ -176,9 +176,8 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     for part in parts[:-1]:
         child = node.get(part)
-        if not isinstance(child, dict):
-            child = {} if child is None else child
-            node[part] = child
+        if child is None:
+            child = node[part] = {}
         if not isinstance(child, dict):
             raise ConfigError(f"cannot set {dotted}: {part} is not a mapping")
         node = child

@@ -9,9 +9,11 @@ without network fails fast with a one-line `ConfigError` instead of hanging in r
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from workbench.config import ConfigError, ModelConfig
 
@@ -35,6 +37,26 @@ def is_path_like(name: str) -> bool:
     if os.altsep and os.altsep in name:
         return True
     return name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP check of the hub endpoint (respects HF_ENDPOINT; assumed reachable behind a proxy).
+
+    Without it, a hub name that is not cached costs ~45 s of huggingface_hub retries on a machine without
+    network before failing (measured here), which looks like a hang.
+    """
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    try:
+        from huggingface_hub import constants
+
+        endpoint = urlparse(constants.ENDPOINT)
+        host = endpoint.hostname or "huggingface.co"
+        port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _one_line(exc: BaseException) -> str:
@@ -65,6 +87,11 @@ def load_hf(cfg: ModelConfig, padding_side: str = "left") -> tuple[Any, Any, dic
     start = time.perf_counter()
     error: BaseException | None = None
     for local_only in attempts:
+        if not local_only and not hub_reachable():
+            raise ConfigError(
+                f"model.name_or_path={name!r}: not in the local Hugging Face cache and the hub is unreachable "
+                f"(download it on a machine with network, or point model.name_or_path at a local directory)"
+            )
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, padding_side=padding_side)
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local_only)

@@ -242,33 +242,34 @@ def _num_cores() -> int:
 class ThreadChooser:
     """Chooses torch's intra-op thread count (1 or all cores) by measured time per token, as load changes.
 
-    Why: on this 2-core machine two OpenMP threads make a warm-start step ~1.5x faster when the machine is
-    idle, but ~20x *slower* (2.4 s vs 0.12 s at batch 16) when other processes compete for the cores: every
-    op ends in a barrier that waits for whichever thread was descheduled. Measuring both settings early and
-    re-probing the other one every `probe_every` steps keeps the faster one at a cost of ~1% of the steps.
+    Why: on this 2-core machine two OpenMP threads make a warm-start step faster when the machine is idle,
+    but 20-40x *slower* when other processes compete for the cores (measured: 0.26 s vs 11 s per 1000
+    tokens), because every op ends in a barrier that waits for whichever thread was descheduled. So: warm up
+    on 1 thread, try each option once, then use the faster, re-trying the other one after `probe_every`
+    steps; each probe that loses doubles the wait (up to 8x), so a heavily loaded machine pays for few probes.
     """
 
-    def __init__(self, max_threads: int, probe_every: int = 100) -> None:
+    def __init__(self, max_threads: int, probe_every: int = 50) -> None:
         self.options = sorted({1, max(1, max_threads)})
         self.probe_every = probe_every
         self.cost: dict[int, float] = {}  # threads -> moving average of seconds per token
-        self.samples: dict[int, int] = {}
+        self._current = self.options[0]
+        self._next_probe = probe_every
+        self._interval = probe_every
 
     def best(self) -> int:
         measured = [o for o in self.options if o in self.cost]
-        return min(measured, key=self.cost.__getitem__) if measured else self.options[-1]
+        return min(measured, key=self.cost.__getitem__) if measured else self.options[0]
 
     def threads_for(self, step: int) -> int:
-        if len(self.options) == 1:
+        if step == 0 or len(self.options) == 1:  # step 0 pays one-off allocation costs: cheap option
             return self.options[0]
-        if step >= 1:  # step 0 pays one-off allocation costs: don't learn from it
-            for option in self.options:  # two samples of each option first
-                if self.samples.get(option, 0) < 2:
-                    return option
-        best = self.best()
-        if step > 0 and step % self.probe_every == 0:
-            return next(o for o in self.options if o != best)
-        return best
+        for option in self.options:
+            if option not in self.cost:
+                return option
+        if step >= self._next_probe:
+            return next(o for o in self.options if o != self._current)
+        return self._current
 
     def record(self, step: int, threads: int, seconds: float, tokens: int) -> None:
         if step == 0 or tokens <= 0:
@@ -276,7 +277,12 @@ class ThreadChooser:
         cost = seconds / tokens
         previous = self.cost.get(threads)
         self.cost[threads] = cost if previous is None else 0.5 * previous + 0.5 * cost
-        self.samples[threads] = self.samples.get(threads, 0) + 1
+        if threads != self._current and step >= self._next_probe:  # a probe: back off if it lost
+            won = self.cost[threads] < self.cost[self._current]
+            self._interval = self.probe_every if won else min(8 * self.probe_every, 2 * self._interval)
+            self._next_probe = step + self._interval
+        if all(o in self.cost for o in self.options):
+            self._current = self.best()
 
 
 def _lr_lambda(steps: int) -> Any:
@@ -341,10 +347,15 @@ def warm_start_loss(model: Any, batches: list[tuple[torch.Tensor, torch.Tensor]]
     return total
 
 
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
 def _progress(enabled: bool, total: int) -> Any:
     if not enabled:
         return contextlib.nullcontext(None)
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -363,7 +374,7 @@ def _progress(enabled: bool, total: int) -> Any:
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=_console(),
         transient=False,
     )
 
@@ -530,7 +541,7 @@ def build_into(directory: Path, tiny: TinyModelConfig, task: Task, material: Tas
         # initial = loss of the first step (the untrained model); final = mean of the last <=10 steps
         "warm_start_loss_initial": losses[0] if losses else None,
         "warm_start_loss_final": sum(tail) / len(tail) if tail else None,
-        "warm_start_accuracy": accuracy,
+        "warm_start_accuracy": accuracy if material.eval else None,  # None: the task has no eval split
         "warm_start_eval_examples": len(material.eval),
         "warm_start_eval_seconds": round(eval_seconds, 3),
         "losses": [round(x, 5) for x in losses],
@@ -585,12 +596,20 @@ def ensure_cached(cache_root: Path, tiny: TinyModelConfig, task: Task, progress:
         if final.exists():  # incomplete entry (should not happen with the rename, but never trust it)
             shutil.rmtree(final)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{digest}-", dir=base))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the final entry should look like any other folder
+        say = _console().print if progress else (lambda *a, **k: None)
+        say(f"tiny model: not cached, building {final} ({tiny.warm_start_steps} warm-start steps; "
+            f"cached afterwards)")
         try:
             build_into(tmp, tiny, task, material, key, progress)
             os.rename(tmp, final)  # atomic on one filesystem: the entry appears complete or not at all
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        meta = json.loads((final / META_FILE).read_text())
+        acc = meta.get("warm_start_accuracy")
+        say(f"tiny model: warm start took {meta['warm_start_seconds']:.0f} s; greedy held-out accuracy "
+            + (f"{100 * acc:.1f}% on {meta['warm_start_eval_examples']} problems" if acc is not None else "n/a"))
     return final, False
 
 

@@ -1,0 +1,286 @@
+"""`rl sweep`: parse, plan (validates every job, writes nothing), launch through Hydra, print. Wiring only.
+
+The work is in workbench.sweep. Module level imports typer only: `rl --help` must not import hydra or torch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from workbench.compose import CONF_DIR
+
+_LAUNCHER_PLUGINS = {
+    "joblib": "hydra_plugins.hydra_joblib_launcher",
+    "submitit_local": "hydra_plugins.hydra_submitit_launcher",
+    "submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
+    "ray": "hydra_plugins.hydra_ray_launcher",
+}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _launchers() -> list[str]:
+    names = ["basic"] + [n for n, mod in _LAUNCHER_PLUGINS.items() if _installed(mod)]
+    presets = sorted(p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml"))
+    return names + [p for p in presets if p not in names]
+
+
+def _epilog() -> str:
+    presets = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
+    return (
+        "Examples:\n\n"
+        "  rl sweep reward.length_kimi.weight=0.1,0.3,1.0 seed=1,2,3 experiment=length_shaping    (grid, 9 runs)\n\n"
+        "  rl sweep sweep=length_weight_optuna                              (Optuna search, preset in conf/sweep/)\n\n"
+        "  rl sweep seed=0,1,2 experiment=quickstart hydra/launcher=joblib hydra.launcher.n_jobs=2   (parallel)\n\n"
+        "  rl sweep sweep=length_weight_grid hydra/launcher=submitit_slurm hydra.launcher.partition=gpu  (SLURM)\n\n"
+        "  rl sweep --resume runs/sweeps/2026-11-22_10-00-00_length_weight_grid   (rerun missing and failed jobs)\n\n"
+        "Grid: key=a,b,c / range(1,4) / choice(a,b) values, and a preset's hydra.sweeper.params, expand to their "
+        "cartesian product (Hydra's BasicSweeper). Optuna: hydra/sweeper=optuna with key=interval(a,b), "
+        "tag(log,interval(a,b)), choice(...) and an objective from summary.json (--objective or the preset's "
+        "sweep.objective; hydra.sweeper.direction=maximize|minimize, hydra.sweeper.n_trials=N).\n\n"
+        "Each job is an ordinary run directory under the sweep directory runs/sweeps/<timestamp>_<name>/ "
+        "(sweep.json, index.jsonl with one line per job, jobs/, runs/); `rl compare SWEEP_DIR` and `rl eval RUN_DIR` "
+        "accept them. W&B groups the jobs' runs by the sweep's directory name. Exit code 1 if any job failed.\n\n"
+        f"sweep (presets, sweep=NAME): {', '.join(presets) or '(none)'}\n\n"
+        f"hydra/launcher: {', '.join(_launchers())}  (ray: pip install hydra-ray-launcher where a Ray cluster exists)"
+    )
+
+
+SWEEP_EPILOG = _epilog()
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, list):
+        return ", ".join(_fmt(x) for x in v)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _print_plan(plan, sweep_root: str) -> None:
+    from rich.table import Table
+
+    from workbench.sweep import describe_objective
+
+    console = _console()
+    where = f"{sweep_root}/sweeps/<timestamp>_{plan.name}/"
+    if plan.kind == "grid":
+        console.print(f"[bold]grid sweep {plan.name!r}[/bold]: {len(plan.jobs)} jobs, launcher {plan.launcher}, "
+                      f"into {where}")
+        table = Table(show_header=True, header_style="bold")
+        table.add_column("job", justify="right")
+        for key in plan.swept_keys:
+            table.add_column(key)
+        for job in plan.jobs:
+            values = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in job.overrides}
+            table.add_row(str(job.job), *[values.get(k, "") for k in plan.swept_keys])
+        console.print(table)
+    else:
+        console.print(f"[bold]Optuna sweep {plan.name!r}[/bold]: {plan.n_trials} trials ({plan.sampler}), "
+                      f"{'/'.join(plan.directions)} {describe_objective(plan.objective)}, launcher {plan.launcher}, "
+                      f"into {where}")
+        table = Table(show_header=True, header_style="bold")
+        table.add_column("parameter")
+        table.add_column("search space")
+        for k, v in plan.params.items():
+            table.add_row(k, v)
+        console.print(table)
+        console.print("[dim]trials are sampled by Optuna while the sweep runs[/dim]")
+    if plan.base_overrides:
+        console.print(f"[dim]every job: {' '.join(plan.base_overrides)}[/dim]")
+    if plan.hydra_overrides:
+        console.print(f"[dim]hydra: {' '.join(plan.hydra_overrides)}[/dim]")
+
+
+def _print_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from workbench.sweep import counts, read_definition, read_study
+
+    console = _console()
+    definition = read_definition(sweep_dir)
+    table = Table(title=f"rl sweep: {definition['id']}", show_header=True, header_style="bold")
+    for col in ("job", "overrides", "status", "objective", "eval/accuracy", "eval/length/mean", "run directory / error"):
+        table.add_column(col, justify="right" if col in ("job", "objective", "eval/accuracy", "eval/length/mean")
+                         else "left", overflow="fold")
+    styles = {"completed": "green", "failed": "red", "running": "yellow", "pending": "dim"}
+    for r in rows:
+        m = r.get("metrics") or {}
+        status = r["status"] + (f" (retried as {r['retried_as']})" if r.get("retried_as") is not None else "")
+        where = r.get("error") or r.get("run_dir") or ""
+        table.add_row(str(r["job"]), " ".join(r["overrides"]), Text(status, style=styles.get(r["status"], "")),
+                      _fmt(r.get("objective")), _fmt(m.get("eval/accuracy")), _fmt(m.get("eval/length/mean")),
+                      Text(where, style="red" if r.get("error") else ""))
+    console.print(table)
+    c = counts(rows)
+    parts = [f"[green]{c['completed']} completed[/green]",
+             f"[red]{c['failed']} failed[/red]" if c["failed"] else "0 failed"]
+    if c["running"]:
+        parts.append(f"[yellow]{c['running']} still running or lost[/yellow]")
+    if c["pending"]:
+        parts.append(f"{c['pending']} not run")
+    console.print(f"{sum(c.values())} jobs: " + ", ".join(parts))
+    if definition["kind"] == "optuna":
+        study = read_study(sweep_dir)
+        if study.get("best_params") is not None:
+            console.print(f"best (job {study['best_job']}): {study['best_value']:.4g} with "
+                          + " ".join(f"{k}={_fmt(v)}" for k, v in study["best_params"].items()))
+        for t in study.get("best_trials", []):
+            console.print(f"pareto (job {t['job']}): {_fmt(t['values'])} with "
+                          + " ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items()))
+    console.print(f"sweep directory: [bold]{sweep_dir}[/bold] (index.jsonl; run_dir is relative to it)")
+    if c["failed"] or c["running"] or c["pending"]:
+        console.print(f"rerun what is missing or failed: [bold]rl sweep --resume {sweep_dir}[/bold]")
+
+
+def _merge_hydra(saved: list[str], extra: list[str]) -> list[str]:
+    """Resume-time hydra overrides replace saved ones with the same key (a new launcher drops the old one's keys)."""
+    from workbench.sweep import _key
+
+    keys = {_key(o) for o in extra}
+    new_launcher = "hydra/launcher" in keys
+    kept = [o for o in saved if _key(o) not in keys and not (new_launcher and _key(o).startswith("hydra.launcher."))]
+    return kept + extra
+
+
+def _run_with_monitor(sweep_dir: Path, total: int, title: str, quiet: bool, fn) -> None:
+    from rich.live import Live
+
+    from workbench.sweep import SweepMonitor
+
+    console = _console()
+    if quiet or not console.is_terminal:
+        fn()
+        return
+    with Live(SweepMonitor(sweep_dir, total, title), console=console, refresh_per_second=1, transient=True):
+        fn()
+
+
+def sweep_command(
+    overrides: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="Hydra overrides with sweeps: seed=1,2,3 reward.length_kimi.weight=0.1,0.3 sweep=PRESET "
+                            "hydra/launcher=joblib ..."),
+    ] = None,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Sweep label for its directory (sanitised).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the jobs (or the search space); write nothing.")] = False,
+    resume: Annotated[
+        Optional[Path],
+        typer.Option("--resume", help="Rerun the missing and failed jobs of SWEEP_DIR (only hydra overrides allowed)."),
+    ] = None,
+    objective: Annotated[
+        Optional[str],
+        typer.Option("--objective", help="summary.json metric an Optuna sweep optimises (and the index reports), "
+                                         "e.g. eval/accuracy; presets may set a weighted sum."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress display.")] = False,
+) -> None:
+    """Run a grid or Optuna sweep as a Hydra multirun; every job is an `rl train` run directory."""
+    from cli.main import fail
+    from workbench.config import ConfigError
+
+    overrides = list(overrides or [])
+    try:
+        from workbench import sweep as sw
+
+        if resume is not None:
+            if name or objective:
+                fail("--resume takes no --name or --objective: a resumed sweep keeps its definition")
+            bad = [o for o in overrides if not sw._is_hydra(o)]
+            if bad:
+                fail(f"--resume accepts only hydra overrides (e.g. hydra/launcher=joblib), got {bad[0]!r}")
+            sweep_dir = resume.resolve()
+            definition = sw.read_definition(sweep_dir)
+            sw.rebuild_index(sweep_dir)
+            if definition["kind"] == "grid":
+                todo = sw.jobs_to_resume(sweep_dir)
+                total = len(todo)
+                desc = "job(s) " + ", ".join(str(j) for j in todo)
+            else:
+                state = sw.optuna_resume_state(sweep_dir)
+                total = state["remaining"]
+                desc = (f"{total} trial(s)" + (f", first retrying failed job(s) {', '.join(map(str, state['retried']))}"
+                                               if state["retried"] else ""))
+            if total == 0:
+                typer.echo(f"nothing to resume: every job of {sweep_dir} is completed")
+                _print_summary(sweep_dir, sw.read_index(sweep_dir))
+                return
+            if dry_run:
+                typer.echo(f"would rerun {desc} of {sweep_dir}")
+                return
+            _set_hydra(sweep_dir, definition, _merge_hydra(definition["hydra_overrides"], overrides))
+
+            def go() -> None:
+                if definition["kind"] == "grid":
+                    sw.launch_grid(sweep_dir, job_ids=todo)
+                else:
+                    sw.launch_optuna(sweep_dir, resume=True)
+
+            typer.echo(f"resuming {sweep_dir.name}: {desc}")
+        else:
+            plan = sw.plan_sweep(overrides, name=name, objective=objective)
+            if dry_run:
+                _print_plan(plan, plan.runs_dir)
+                return
+            sweep_dir = sw.create_sweep_dir(plan, ["rl", *sys.argv[1:]] if sys.argv[0].endswith("rl") else
+                                            ["rl", "sweep", *overrides])
+            total = plan.total
+
+            def go() -> None:
+                if plan.kind == "grid":
+                    sw.launch_grid(sweep_dir)
+                else:
+                    sw.launch_optuna(sweep_dir)
+
+            typer.echo(f"{plan.kind} sweep: {total} {'jobs' if plan.kind == 'grid' else 'trials'} "
+                       f"(launcher {plan.launcher}) in {sweep_dir}")
+        code = 0
+        try:
+            _run_with_monitor(sweep_dir, total, f"rl sweep {sweep_dir.name}", quiet, go)
+        except KeyboardInterrupt:
+            code = 130
+        except ConfigError:
+            raise
+        except Exception as e:  # a launcher/Hydra failure (a job's own failure never gets here)
+            msg = " ".join(str(e).split())
+            typer.secho(f"error: sweep launch failed: {type(e).__name__}: {msg[:500]}", err=True, fg=typer.colors.RED)
+            code = 1
+        rows = sw.finalize(sweep_dir)
+        _print_summary(sweep_dir, rows)
+        c = sw.counts(rows)
+        if code == 0 and (c["failed"] or c["running"] or c["pending"]):
+            code = 1
+        if code:
+            raise typer.Exit(code)
+    except ConfigError as e:
+        fail(str(e))
+
+
+def _set_hydra(sweep_dir: Path, definition: dict[str, Any], hydra_overrides: list[str]) -> None:
+    """Resume with different hydra overrides (e.g. another launcher): they become the sweep's from now on."""
+    if hydra_overrides == definition["hydra_overrides"]:
+        return
+    from workbench.runs import atomic_write_json
+    from workbench.sweep import SWEEP_FILE
+
+    definition["hydra_overrides"] = hydra_overrides
+    atomic_write_json(sweep_dir / SWEEP_FILE, definition)

@@ -1,0 +1,121 @@
+"""Benchmark: step time and peak memory of GRPO with and without shaping terms, as ratios to plain TRL GRPO.
+
+    .venv/bin/python scripts/bench_shaping.py [--steps 12] [--skip 2]
+
+Configurations (same tiny model, task, seed and GRPO settings; each in its own subprocess so peak RSS is its own):
+  a  plain trl.GRPOTrainer with correctness + format reward functions (the baseline)
+  a' the workbench's ShapedGRPOTrainer with the same two terms (the cost of the plumbing alone)
+  b  every length and cost reward term: length_kimi, length_cosine, overlong_dapo, length_hapo, cost_tokens,
+     cost_router, tool_calls
+  c  PEAR + KL-Cov + EMPG (needs per-token entropies at reward time: one extra no-grad forward pass)
+
+Step time is the mean of TRL's step_time over the steps after the first `--skip` (warm-up). Generated lengths
+differ a little between configurations once the policies diverge, so the script also reports the mean completion
+length, and a per-token step time (step time / completion tokens) that factors that out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CONFIGS = {
+    "a": ["reward=[correctness,format]"],
+    "a'": ["reward=[correctness,format]"],
+    "b": [
+        "reward=[correctness,format,length_kimi,length_cosine,overlong_dapo,length_hapo,cost_tokens,cost_router,tool_calls]"
+    ],
+    "c": ["reward=[correctness,format,pear]", "regularizer=[kl_cov]", "advantage=[empg]"],
+}
+COMMON = ["experiment=quickstart", "logger=none", "eval.at_start=false", "eval.at_end=false", "samples_every=0"]
+
+
+def run_one(key: str, steps: int, runs_dir: str) -> dict:
+    import torch  # noqa: F401
+    from workbench.compose import compose
+    from workbench.config import to_train_config
+    from workbench.runs import read_jsonl
+    from workbench.train import prepare, train
+
+    overrides = [*COMMON, *CONFIGS[key], f"algo.max_steps={steps}", f"runs_dir={runs_dir}", "algo.save_steps=100000"]
+    cfg = to_train_config(compose("train", overrides))
+    t0 = time.time()
+    if key == "a":
+        from trl import GRPOTrainer
+
+        from workbench.trainers import canonical_metrics
+
+        task, train_examples, _, _, _, _, args, model, tokenizer, _ = prepare(cfg, progress=False)
+        args.output_dir = os.path.join(runs_dir, "plain")
+        args.report_to = []
+
+        columns = [k for k in train_examples[0] if k != "prompt"]
+
+        def correctness(prompts, completions, **kw):
+            return [task.score(c, {k: kw[k][i] for k in columns}) for i, c in enumerate(completions)]
+
+        def fmt(prompts, completions, **kw):
+            return [1.0 if "</think>" in c and c.startswith("<think>") and c.split("</think>", 1)[1].strip() else 0.0
+                    for c in completions]
+
+        from datasets import Dataset
+
+        args.reward_weights = [1.0, 0.1]
+        trainer = GRPOTrainer(model=model, reward_funcs=[correctness, fmt], args=args,
+                              train_dataset=Dataset.from_list(train_examples), processing_class=tokenizer)
+        trainer.train()
+        logs = [canonical_metrics(h) for h in trainer.state.log_history if "step_time" in h]
+        rows = [{"perf/step_time": r["perf/step_time"], "length/mean": r.get("train/completions/mean_length")} for r in logs]
+    else:
+        run = train(cfg, overrides, argv=["bench"], progress=False)
+        rows = [r for r in read_jsonl(run.metrics_file) if r.get("perf/step_time") is not None]
+    return {
+        "rows": [{"step_time": r["perf/step_time"], "length": r.get("length/mean")} for r in rows],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "wall": time.time() - t0,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--skip", type=int, default=2)
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--runs-dir", default="/tmp/rl-bench-shaping")
+    a = ap.parse_args()
+    if a.one:
+        print("RESULT " + json.dumps(run_one(a.one, a.steps, a.runs_dir)))
+        return
+    print(f"command: {' '.join([sys.executable, *sys.argv])}")
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M')}, torch threads: default, cores: {os.cpu_count()}")
+    results = {}
+    for key in CONFIGS:
+        out = subprocess.run([sys.executable, __file__, "--one", key, "--steps", str(a.steps), "--runs-dir", a.runs_dir],
+                             capture_output=True, text=True, cwd=ROOT)
+        line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+        if not line:
+            print(out.stdout[-2000:], out.stderr[-4000:])
+            raise SystemExit(f"config {key} failed")
+        res = json.loads(line[0][7:])
+        rows = res["rows"][a.skip:]
+        st = sum(r["step_time"] for r in rows) / len(rows)
+        ln = sum(r["length"] for r in rows) / len(rows)
+        results[key] = {"step_time": st, "length": ln, "per_token": st / ln, "rss": res["peak_rss_mb"]}
+    base = results["a"]
+    print(f"\n{'config':8} {'step s':>8} {'ratio':>6} {'len':>6} {'s/token ratio':>14} {'peak RSS MB':>12} {'ratio':>6}")
+    for key, r in results.items():
+        print(f"{key:8} {r['step_time']:8.3f} {r['step_time'] / base['step_time']:6.3f} {r['length']:6.1f} "
+              f"{r['per_token'] / base['per_token']:14.3f} {r['rss']:12.0f} {r['rss'] / base['rss']:6.3f}")
+
+
+if __name__ == "__main__":
+    main()
