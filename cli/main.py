@@ -109,8 +109,10 @@ def train(
         msg = " ".join(str(e).split())
         fail(f"training failed: {type(e).__name__}: {msg[:500]} (traceback in the run directory's error.txt)", code=1)
     import json
+    import os
 
-    print_summary(json.loads(run.summary_file.read_text()))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun/accelerate only rank 0 owns the run directory
+        print_summary(json.loads(run.summary_file.read_text()))
 
 
 from cli.compare_cmd import compare_command  # noqa: E402

@@ -145,3 +145,19 @@ def test_crash_marks_run_failed(tiny_overrides, tmp_path):
     assert meta["status"] == "failed" and "format" in meta["error"]
     assert not run.summary_file.exists()
     assert (run.path / "error.txt").read_text().startswith("Traceback")
+
+
+def test_two_process_run_with_group_terms(tiny_overrides, tmp_path):
+    """torchrun with 2 CPU processes (gloo): one run directory, group-wise terms on the gathered batch."""
+    runs = tmp_path / "runs"
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "-m", "cli.main", "train",
+           "experiment=length_shaping", *tiny_overrides, "logger=none", "--quiet", "advantage=[positive_length]",
+           "algo.max_steps=2"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = _only_run(runs)
+    meta = run.read_meta()
+    assert meta["status"] == "completed" and meta["num_processes"] == 2
+    rows = read_jsonl(run.metrics_file)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all("shaping/length_kimi/mean" in r for r in rows)

@@ -161,37 +161,54 @@ def train(
     warnings.filterwarnings("ignore", category=FutureWarning)
     transformers.utils.logging.disable_progress_bar()
 
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
     console = _console()
     argv = argv if argv is not None else sys.argv
     set_seed(cfg.seed)
-    (task, train_examples, eval_examples, reward_terms, advantage_terms, regularizers, args, model, tokenizer,
-     info) = prepare(cfg, progress=progress)
+    # Under torchrun / accelerate launch this joins the process group (gloo on CPU); alone it is a no-op.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    main = state.is_main_process
+    with state.main_process_first():  # rank 0 builds (and caches) the tiny model; the others then load it
+        (task, train_examples, eval_examples, reward_terms, advantage_terms, regularizers, args, model, tokenizer,
+         info) = prepare(cfg, progress=progress and main)
 
-    # ---- run directory (new, or the one being resumed)
+    # ---- run directory (new, or the one being resumed): made by rank 0, its path broadcast to the others
     checkpoint = None
-    if resume is not None:
+    shared: list[Any] = [None, None]
+    if main and resume is not None:
         run = RunDir.open(resume)
         meta = run.read_meta()
-        checkpoint = run.last_checkpoint()
+        last = run.last_checkpoint()
         step = 0
-        if checkpoint is not None:
+        if last is not None:
             import json
 
-            step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+            step = json.loads((last / "trainer_state.json").read_text())["global_step"]
         run.truncate_metrics(step)
         run_id = meta.get("wandb_run_id") or secrets.token_hex(4)
         run.write_meta(status="running", error=None, end_time=None,
                        resumes=[*meta.get("resumes", []), {"time": time.time(), "from_step": step}])
         if run.summary_file.exists():
             run.summary_file.unlink()
-    else:
+        shared = [str(run.path), run_id]
+    elif main:
         run = RunDir.create(cfg.runs_dir, cfg.experiment_name, cfg.name)
         run_id = secrets.token_hex(4)  # W&B accepts any short [a-z0-9] id
         with open(run.config_file, "w") as f:
             yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
         run.path.joinpath("overrides.txt").write_text("".join(o + "\n" for o in overrides))
         run.start_meta(argv, cfg.seed, PROJECT_ROOT)
-        run.write_meta(model=info, wandb_run_id=run_id if cfg.logger.backend == "wandb" else None)
+        run.write_meta(model=info, wandb_run_id=run_id if cfg.logger.backend == "wandb" else None,
+                       num_processes=state.num_processes)
+        shared = [str(run.path), run_id]
+    if state.num_processes > 1:
+        broadcast_object_list(shared)
+    run, run_id = RunDir(Path(shared[0])), shared[1]
+    if resume is not None:
+        checkpoint = run.last_checkpoint()
     use_wandb = cfg.logger.backend == "wandb" and (os.environ.get("WANDB_MODE") or cfg.logger.mode) != "disabled"
     if use_wandb:
         _wandb_env(cfg, run, run_id, resume is not None)
@@ -214,12 +231,12 @@ def train(
     start_eval: dict[str, float] = {}
     t0 = time.time()
     try:
-        if cfg.eval.at_start and checkpoint is None:
+        if cfg.eval.at_start and checkpoint is None and main:
             start_eval = _evaluate(cfg, model, tokenizer, task, eval_examples, args, seed=cfg.seed)
             run.write_meta(eval_start=start_eval)
             console.print(f"[dim]start: held-out accuracy {start_eval['accuracy']:.3f}, "
                           f"length {start_eval['length']:.1f} tokens ({start_eval['num_samples']} samples)[/dim]")
-        elif resume is not None:
+        elif resume is not None and main:
             start_eval = run.read_meta().get("eval_start", {})
         trainer_cls = ShapedGRPOTrainer if cfg.algo.name == "grpo" else ShapedRLOOTrainer
         trainer = _build_trainer(trainer_cls, model, tokenizer, args, train_examples, cfg, reward_terms,
@@ -247,6 +264,9 @@ def train(
             trainer.add_callback(_PeriodicEval(cfg, tokenizer, task, eval_examples, args, trainer))
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         progress_cb.close()
+        state.wait_for_everyone()
+        if not main:
+            return run
 
         # ---- save the final model (merged if LoRA) so plain transformers can load it
         final_model = trainer.model
@@ -267,8 +287,9 @@ def train(
     except BaseException as e:
         progress_cb.close()
         err = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        run.mark_failed(err)
-        run.path.joinpath("error.txt").write_text(traceback.format_exc())
+        if main:
+            run.mark_failed(err)
+            run.path.joinpath("error.txt").write_text(traceback.format_exc())
         _finish_wandb(1)
         raise
 
