@@ -114,23 +114,39 @@ def _print_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from workbench.sweep import counts, read_definition, read_study
+    from workbench.sweep import counts, read_definition, read_study, short_override
 
     console = _console()
     definition = read_definition(sweep_dir)
+    with_objective = definition.get("objective") is not None
+    wide = console.width >= 140
     table = Table(title=f"rl sweep: {definition['id']}", show_header=True, header_style="bold")
-    for col in ("job", "overrides", "status", "objective", "eval/accuracy", "eval/length/mean", "run directory / error"):
-        table.add_column(col, justify="right" if col in ("job", "objective", "eval/accuracy", "eval/length/mean")
-                         else "left", overflow="fold")
+    table.add_column("job", justify="right", no_wrap=True)
+    table.add_column("overrides", overflow="fold", ratio=3)
+    table.add_column("status", no_wrap=True)
+    if with_objective:
+        table.add_column("objective", justify="right", no_wrap=True)
+    table.add_column("accuracy", justify="right", no_wrap=True)
+    table.add_column("length", justify="right", no_wrap=True)
+    if wide:
+        table.add_column("run directory", overflow="fold", ratio=2)
     styles = {"completed": "green", "failed": "red", "running": "yellow", "pending": "dim"}
     for r in rows:
         m = r.get("metrics") or {}
-        status = r["status"] + (f" (retried as {r['retried_as']})" if r.get("retried_as") is not None else "")
-        where = r.get("error") or r.get("run_dir") or ""
-        table.add_row(str(r["job"]), " ".join(r["overrides"]), Text(status, style=styles.get(r["status"], "")),
-                      _fmt(r.get("objective")), _fmt(m.get("eval/accuracy")), _fmt(m.get("eval/length/mean")),
-                      Text(where, style="red" if r.get("error") else ""))
+        status = r["status"] + (f" -> job {r['retried_as']}" if r.get("retried_as") is not None else "")
+        cells = [str(r["job"]), "\n".join(short_override(o) for o in r["overrides"]),
+                 Text(status, style=styles.get(r["status"], ""))]
+        if with_objective:
+            cells.append(_fmt(r.get("objective")))
+        cells += [_fmt(m.get("eval/accuracy")), _fmt(m.get("eval/length/mean"))]
+        if wide:
+            cells.append(r.get("run_dir") or "")
+        table.add_row(*cells)
     console.print(table)
+    for r in rows:
+        if r.get("error"):
+            console.print(f"[red]job {r['job']} failed[/red]: {r['error']}"
+                          + (f" ({r['run_dir']}/error.txt)" if r.get("run_dir") else ""), highlight=False)
     c = counts(rows)
     parts = [f"[green]{c['completed']} completed[/green]",
              f"[red]{c['failed']} failed[/red]" if c["failed"] else "0 failed"]
@@ -143,13 +159,14 @@ def _print_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> None:
         study = read_study(sweep_dir)
         if study.get("best_params") is not None:
             console.print(f"best (job {study['best_job']}): {study['best_value']:.4g} with "
-                          + " ".join(f"{k}={_fmt(v)}" for k, v in study["best_params"].items()))
+                          + " ".join(f"{k}={_fmt(v)}" for k, v in study["best_params"].items()), highlight=False)
         for t in study.get("best_trials", []):
             console.print(f"pareto (job {t['job']}): {_fmt(t['values'])} with "
-                          + " ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items()))
-    console.print(f"sweep directory: [bold]{sweep_dir}[/bold] (index.jsonl; run_dir is relative to it)")
+                          + " ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items()), highlight=False)
+    console.print(f"sweep directory: [bold]{sweep_dir}[/bold]  (index.jsonl; run_dir paths are relative to it)",
+                  soft_wrap=True)
     if c["failed"] or c["running"] or c["pending"]:
-        console.print(f"rerun what is missing or failed: [bold]rl sweep --resume {sweep_dir}[/bold]")
+        console.print(f"rerun what is missing or failed: [bold]rl sweep --resume {sweep_dir}[/bold]", soft_wrap=True)
 
 
 def _merge_hydra(saved: list[str], extra: list[str]) -> list[str]:

@@ -411,3 +411,17 @@ def test_eval_help_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_evaluate_model_in_memory(pristine_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.tasks import build_task
+
+    model = AutoModelForCausalLM.from_pretrained(pristine_run / "final")
+    tok = AutoTokenizer.from_pretrained(pristine_run / "final", padding_side="left")
+    task = build_task(TaskConfig(train_size=50, eval_size=3))
+    metrics, rows = runner.evaluate_model(model, tok, task, task.examples("eval"),
+                                          EvalConfig(n=2, max_new_tokens=4, n_boot=10), PriceConfig())
+    assert len(rows) == 6 and metrics["eval/accuracy"] == sum(r["score"] for r in rows) / 6
+    assert {"eval/pass@2", "eval/maj@2", "eval/cost_of_pass", "perf/tokens_per_s"} <= set(metrics)

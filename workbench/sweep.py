@@ -633,7 +633,7 @@ def run_job(cfg) -> Any:
         summary = read_json(run.summary_file)
         record["run_dir"] = os.path.relpath(run.path, sweep_dir)
         record["metrics"] = {k: v for k, v in summary.items()
-                             if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                             if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"}
         record["objective"] = objective_value(definition.get("objective"), summary)
         record["status"] = STATUS_COMPLETED
         with contextlib.suppress(Exception):
@@ -675,7 +675,6 @@ def _trial_to_json(t) -> dict[str, Any]:
         "params": t.params,
         "distributions": {k: json.loads(distribution_to_json(d)) for k, d in t.distributions.items()},
         "values": t.values,
-        "user_attrs": t.user_attrs,
         "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
         "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
     }
@@ -691,7 +690,6 @@ def _trial_from_json(d: dict[str, Any], state: str | None = None, values: Any = 
         values=(values if values is not None else d.get("values")) if state == "COMPLETE" else None,
         params=d.get("params") or {},
         distributions={k: json_to_distribution(json.dumps(v)) for k, v in (d.get("distributions") or {}).items()},
-        user_attrs=d.get("user_attrs") or {},
     )
 
 
@@ -731,6 +729,12 @@ def study_storage(sweep_dir: str, launch: int):
         def _dump(self) -> None:
             if self._loading or self._study_id is None:
                 return
+            try:
+                self._write()
+            except Exception as e:  # noqa: BLE001 - the file is a record; losing one write must not stop the study
+                print(f"warning: could not write {STUDY_FILE}: {e}")
+
+        def _write(self) -> None:
             trials = [_trial_to_json(t) for t in self.get_all_trials(self._study_id, deepcopy=False)
                       if t.state != TrialState.WAITING]
             directions = [d.name.lower() for d in self.get_study_directions(self._study_id)]
@@ -977,25 +981,46 @@ class SweepMonitor:
         c = counts(fresh)
         done = c[STATUS_COMPLETED] + c[STATUS_FAILED]
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.time() - self.start))
-        head = Text.assemble((self.title, "bold"), f"   {done}/{self.total} done  ",
-                             (f"{c[STATUS_COMPLETED]} completed", "green"), "  ",
-                             (f"{c[STATUS_RUNNING]} running", "cyan"), "  ",
-                             (f"{c[STATUS_FAILED]} failed", "red" if c[STATUS_FAILED] else "dim"),
-                             f"   {elapsed}")
-        bar = ProgressBar(total=max(self.total, 1), completed=done, width=60)
-        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-        for col in ("job", "overrides", "status", "step", "objective", "eval/accuracy", "time", "error"):
-            table.add_column(col, overflow="fold" if col == "error" else "ellipsis", no_wrap=col != "error")
+        head = Table.grid(padding=(0, 2))
+        head.add_row(Text(self.title, style="bold"), Text(elapsed, style="dim"))
+        head.add_row(ProgressBar(total=max(self.total, 1), completed=done, width=40),
+                     Text.assemble(f"{done}/{self.total} done   ", (f"{c[STATUS_COMPLETED]} completed", "green"), "  ",
+                                   (f"{c[STATUS_RUNNING]} running", "cyan"), "  ",
+                                   (f"{c[STATUS_FAILED]} failed", "red" if c[STATUS_FAILED] else "dim")))
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False, expand=False)
+        table.add_column("job", justify="right", no_wrap=True)
+        table.add_column("overrides", overflow="fold", max_width=60)
+        table.add_column("status", no_wrap=True)
+        table.add_column("step", justify="right", no_wrap=True)
+        table.add_column("objective", justify="right", no_wrap=True)
+        table.add_column("accuracy", justify="right", no_wrap=True)
+        table.add_column("time", justify="right", no_wrap=True)
+        table.add_column("error", overflow="fold", max_width=50)
         records = read_records(self.sweep_dir)
         order = {STATUS_RUNNING: 0, STATUS_FAILED: 1, STATUS_COMPLETED: 2}
         shown = sorted(fresh, key=lambda r: (order.get(r["status"], 3), -(r["job"])))[: self.max_rows]
         for r in sorted(shown, key=lambda r: r["job"]):
             style = {STATUS_RUNNING: "cyan", STATUS_FAILED: "red", STATUS_COMPLETED: "green"}.get(r["status"], "")
             step = self._step(records.get(r["job"], {})) if r["status"] == STATUS_RUNNING else ""
-            table.add_row(str(r["job"]), " ".join(r["overrides"]), Text(r["status"], style=style), step,
-                          _fmt(r.get("objective")), _fmt((r.get("metrics") or {}).get("eval/accuracy")),
-                          f"{r['seconds']:.0f}s" if r.get("seconds") is not None else "", (r.get("error") or "")[:80])
-        return Group(head, bar, table)
+            table.add_row(str(r["job"]), " ".join(short_override(o) for o in r["overrides"]),
+                          Text(r["status"], style=style), step, _fmt(r.get("objective")),
+                          _fmt((r.get("metrics") or {}).get("eval/accuracy")),
+                          f"{r['seconds']:.0f}s" if r.get("seconds") is not None else "", (r.get("error") or "")[:200])
+        hidden = len(fresh) - len(shown)
+        parts = [head, table]
+        if hidden > 0:
+            parts.append(Text(f"... and {hidden} more completed", style="dim"))
+        return Group(*parts)
+
+
+def short_override(override: str) -> str:
+    """'a.b=0.45247205937195945' -> 'a.b=0.4525' (display only; the index keeps the exact value)."""
+    key, _, value = override.partition("=")
+    try:
+        f = float(value)
+    except ValueError:
+        return override
+    return f"{key}={f:.4g}" if len(value) > 8 else override
 
 
 def _fmt(v: Any) -> str:

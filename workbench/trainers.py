@@ -440,7 +440,7 @@ def canonical_metrics(logs: dict[str, Any]) -> dict[str, Any]:
     """
     out = {}
     for k, v in logs.items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or k.startswith("_"):
             continue
         if k in _RENAME:
             name = _RENAME[k]

@@ -619,6 +619,25 @@ def generate_rows(model: Any, tokenizer: Any, task: Any, examples: list[dict[str
     return rows, perf
 
 
+def evaluate_model(model: Any, tokenizer: Any, task: Any, examples: list[dict[str, Any]], e: EvalConfig,
+                   price: PriceConfig | None = None, use_chat_template: bool = False,
+                   progress: Callable[[int], None] | None = None) -> tuple[dict[str, float | None], list[dict[str, Any]]]:
+    """In-memory evaluation of a loaded model, nothing written: (eval/... metrics, sample rows).
+
+    For callers that already hold a model, e.g. periodic evaluation inside rl train. e.max_new_tokens must be set;
+    e.k / e.maj_k default to powers of two up to n / [n]."""
+    from workbench.evaluation.metrics import default_ks
+
+    if e.max_new_tokens is None:
+        raise ValueError("evaluate_model needs e.max_new_tokens")
+    validate_eval(e)
+    price = price or PriceConfig()
+    rows, perf = generate_rows(model, tokenizer, task, examples, e, price, use_chat_template, progress)
+    metrics = compute_metrics(rows, len(examples), e.n, e.k or default_ks(e.n), e.maj_k or [e.n], e.n_boot, e.seed)
+    metrics["perf/tokens_per_s"] = perf["tokens_per_s"]
+    return metrics, rows
+
+
 # ----------------------------------------------------------------------------------------------- execution
 
 

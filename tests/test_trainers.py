@@ -1,0 +1,56 @@
+"""Trainer helpers that need no model: metric naming, phase masks, TRL argument validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workbench.config import ConfigError
+from workbench.trainers import build_trl_args, canonical_metrics, phase_masks
+
+
+def test_canonical_metric_names():
+    out = canonical_metrics(
+        {"reward": 1.0, "entropy": 0.5, "kl": 0.1, "step_time": 2.0, "length/mean": 10.0, "shaping/x/mean": 0.2,
+         "rewards/correctness/mean": 0.7, "completion": "text", "_rollouts_per_step": 64}
+    )
+    assert out["train/reward"] == 1.0 and out["entropy/mean"] == 0.5 and out["train/kl"] == 0.1
+    assert out["perf/step_time"] == 2.0 and out["shaping/x/mean"] == 0.2
+    assert out["train/rewards/correctness/mean"] == 0.7
+    assert "completion" not in out and not any("rollouts_per_step" in k for k in out)
+
+
+def test_tokens_per_second_from_step_time_and_length():
+    out = canonical_metrics({"step_time": 2.0, "length/mean": 10.0, "_rollouts_per_step": 64})
+    assert out["perf/tokens_per_s"] == pytest.approx(10.0 * 64 / 2.0)
+
+
+def test_phase_masks_split_at_first_close_tag():
+    close = 9
+    ids = torch.tensor([[1, 2, 9, 3, 9, 0], [1, 2, 3, 4, 0, 0], [9, 5, 0, 0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]])
+    think, answer, has = phase_masks(ids, mask, close)
+    assert think.int().tolist() == [[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0], [1, 0, 0, 0, 0, 0]]
+    assert answer.int().tolist() == [[0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0]]
+    assert has.tolist() == [True, False, True]
+    # padding is in neither phase
+    assert not (think | answer)[mask == 0].any()
+
+
+def test_phase_masks_without_a_single_token_close_tag():
+    ids = torch.tensor([[1, 2, 3]])
+    think, answer, has = phase_masks(ids, torch.ones(1, 3), None)
+    assert think.all() and not answer.any() and not has.any()
+
+
+def test_build_trl_args_rejects_unknown_keys_with_suggestions():
+    with pytest.raises(ConfigError, match="did you mean num_generations"):
+        build_trl_args("grpo", {"num_generation": 4}, {"output_dir": "/tmp/x", "use_cpu": True, "bf16": False})
+    args = build_trl_args("grpo", {"top_k": 5, "loss_type": "dr_grpo"}, {"output_dir": "/tmp/x", "use_cpu": True, "bf16": False})
+    assert args.top_k == 5 and args.loss_type == "dr_grpo"
+
+
+def test_build_trl_args_turns_trl_value_errors_into_config_errors():
+    with pytest.raises(ConfigError, match="^algo: "):
+        build_trl_args("grpo", {"generation_batch_size": 3, "steps_per_generation": 2},
+                       {"output_dir": "/tmp/x", "use_cpu": True, "bf16": False})
