@@ -36,14 +36,15 @@ def _launchers() -> list[str]:
 
 
 def _epilog() -> str:
-    presets = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
+    presets = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))  # no hydra import here
     return (
         "Examples:\n\n"
-        "  rl sweep reward.length_kimi.weight=0.1,0.3,1.0 seed=1,2,3 experiment=length_shaping    (grid, 9 runs)\n\n"
-        "  rl sweep sweep=length_weight_optuna                              (Optuna search, preset in conf/sweep/)\n\n"
-        "  rl sweep seed=0,1,2 experiment=quickstart hydra/launcher=joblib hydra.launcher.n_jobs=2   (parallel)\n\n"
-        "  rl sweep sweep=length_weight_grid hydra/launcher=submitit_slurm hydra.launcher.partition=gpu  (SLURM)\n\n"
-        "  rl sweep --resume runs/sweeps/2026-11-22_10-00-00_length_weight_grid   (rerun missing and failed jobs)\n\n"
+        "  rl sweep reward.length_kimi.weight=0.1,0.3,1.0 seed=1,2,3 experiment=length_shaping   # grid, 9 runs\n\n"
+        "  rl sweep sweep=length_weight_optuna   # Optuna search; presets live in conf/sweep/\n\n"
+        "  rl sweep length_weight_grid seed=4,5   # a preset's name alone works too\n\n"
+        "  rl sweep seeds experiment=quickstart hydra/launcher=joblib hydra.launcher.n_jobs=2   # parallel\n\n"
+        "  rl sweep length_weight_grid hydra/launcher=submitit_slurm hydra.launcher.partition=gpu   # SLURM\n\n"
+        "  rl sweep --resume runs/sweeps/2026-11-22_10-00-00_length_weight_grid   # missing + failed jobs\n\n"
         "Grid: key=a,b,c / range(1,4) / choice(a,b) values, and a preset's hydra.sweeper.params, expand to their "
         "cartesian product (Hydra's BasicSweeper). Optuna: hydra/sweeper=optuna with key=interval(a,b), "
         "tag(log,interval(a,b)), choice(...) and an objective from summary.json (--objective or the preset's "
@@ -198,8 +199,12 @@ def sweep_command(
         typer.Argument(help="Hydra overrides with sweeps: seed=1,2,3 reward.length_kimi.weight=0.1,0.3 sweep=PRESET "
                             "hydra/launcher=joblib ..."),
     ] = None,
-    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Sweep label for its directory (sanitised).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the jobs (or the search space); write nothing.")] = False,
+    name: Annotated[
+        Optional[str], typer.Option("--name", "-n", help="Sweep label for its directory (sanitised).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the jobs (or the search space); write nothing.")
+    ] = False,
     resume: Annotated[
         Optional[Path],
         typer.Option("--resume", help="Rerun the missing and failed jobs of SWEEP_DIR (only hydra overrides allowed)."),
@@ -207,7 +212,8 @@ def sweep_command(
     objective: Annotated[
         Optional[str],
         typer.Option("--objective", help="summary.json metric an Optuna sweep optimises (and the index reports), "
-                                         "e.g. eval/accuracy; presets may set a weighted sum."),
+                                         "e.g. eval/accuracy; METRIC,METRIC for multi-objective; a preset's "
+                                         "sweep.objective may be a weighted sum {metric: weight}."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress display.")] = False,
 ) -> None:
@@ -216,6 +222,8 @@ def sweep_command(
     from workbench.config import ConfigError
 
     overrides = list(overrides or [])
+    if overrides and "=" not in overrides[0] and not overrides[0].startswith(("-", "~")):
+        overrides[0] = f"sweep={overrides[0]}"  # `rl sweep PRESET ...` is `rl sweep sweep=PRESET ...`
     try:
         from workbench import sweep as sw
 
@@ -254,7 +262,9 @@ def sweep_command(
 
             typer.echo(f"resuming {sweep_dir.name}: {desc}")
         else:
-            plan = sw.plan_sweep(overrides, name=name, objective=objective)
+            # a comma-separated list is a multi-objective (one hydra.sweeper.direction each)
+            goal: Any = [o.strip() for o in objective.split(",")] if objective and "," in objective else objective
+            plan = sw.plan_sweep(overrides, name=name, objective=goal)
             if dry_run:
                 _print_plan(plan, plan.runs_dir)
                 return

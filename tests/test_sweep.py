@@ -359,3 +359,32 @@ def test_sweep_help_lists_presets_and_launchers_without_heavy_imports():
     code = "import sys, cli.main; print(sorted(m for m in ('torch', 'trl', 'optuna', 'hydra') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "torch" not in out and "trl" not in out and "optuna" not in out
+
+
+def test_multi_objective_optuna_keeps_the_pareto_front(tmp_path, fake):
+    fake.accuracy = lambda cfg: cfg.reward["length_kimi"]["weight"]
+    res = rl("sweep=length_weight_optuna", "logger=none", "hydra.sweeper.n_trials=3",
+             "hydra.sweeper.direction=[maximize,minimize]", f"runs_dir={tmp_path / 'runs'}",
+             "--objective", "eval/accuracy,eval/length/mean")
+    assert res.exit_code == 0, res.output
+    sweep_dir = only_sweep(tmp_path / "runs")
+    rows = read_jsonl(sweep_dir / "index.jsonl")
+    assert all(isinstance(r["objective"], list) and len(r["objective"]) == 2 for r in rows)
+    study = read_json(sweep_dir / "optuna_study.json")
+    assert study["directions"] == ["maximize", "minimize"] and study["best_trials"]
+    assert "pareto (job" in res.output
+
+
+def test_live_monitor_renders_this_launchs_jobs(tmp_path, fake):
+    from rich.console import Console
+
+    assert rl("seed=1,2", "logger=none", f"runs_dir={tmp_path / 'runs'}").exit_code == 0
+    sweep_dir = only_sweep(tmp_path / "runs")
+    console = Console(width=120, record=True)
+    monitor = sw.SweepMonitor(sweep_dir, total=2, title="rl sweep test")
+    console.print(monitor)  # a resumed sweep's monitor does not count the jobs done before it
+    assert "0/2 done" in console.export_text()
+    monitor.baseline = {}
+    console.print(monitor)
+    text = console.export_text()
+    assert "2/2 done" in text and "2 completed" in text and "seed=2" in text

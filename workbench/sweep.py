@@ -40,6 +40,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -107,11 +108,17 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
     return [f"+{o}" if o.startswith("sweep=") else o for o in overrides]
 
 
+def sweep_presets() -> list[str]:
+    from workbench.compose import CONF_DIR
+
+    return sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
+
+
 def _one_line(message: str) -> str:
     from workbench.compose import _one_line as rewrite
     from workbench.compose import config_groups
 
-    return rewrite(config_groups(), message)
+    return rewrite({**config_groups(), "sweep": sweep_presets()}, message)
 
 
 @contextlib.contextmanager
@@ -285,11 +292,12 @@ def plan_sweep(overrides: list[str], name: str | None = None, objective: Any = N
         parser.parse_overrides(hydra_ovs)
     except HydraException as e:
         raise ConfigError(_one_line(str(e))) from None
-    sweeps = [p for p in parsed if p.is_sweep_override()]
     base = [o for o, p in zip(task_ovs, parsed) if not p.is_sweep_override()]
+    # one point of the command line's sweeps (keys may only exist for some of a swept group's options)
+    point = [o if not p.is_sweep_override() else _first_value(p) for o, p in zip(task_ovs, parsed)]
 
     with hydra_app():
-        cfg = _compose(base + hydra_ovs, with_hydra=True)
+        cfg = _compose(point + hydra_ovs, with_hydra=True)
         hcfg = cfg.hydra
         sweeper = OmegaConf.to_container(hcfg.sweeper, resolve=False, enum_to_str=True)
         assert isinstance(sweeper, dict)
@@ -327,18 +335,25 @@ def plan_sweep(overrides: list[str], name: str | None = None, objective: Any = N
                 except ConfigError as e:
                     raise ConfigError(f"job {job.job} ({' '.join(job.overrides)}): {e}") from None
         elif target == OPTUNA_SWEEPER:
-            plan = _plan_optuna(sweeper, params, task_ovs, common)
-            _validate_optuna_space(plan)
+            plan = _plan_optuna(parser, sweeper, params, task_ovs, common)
+            _validate_optuna_space(parser, plan)
         else:
             raise ConfigError(f"hydra/sweeper={_choice(hcfg, 'hydra/sweeper')!r} is not supported by rl sweep; "
                               "use basic (grid) or optuna")
     return plan
 
 
-def _plan_grid(parser, params: dict[str, str], task_ovs: list[str], common: dict[str, Any]) -> SweepPlan:
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+def _first_value(override) -> str:
+    """`key=<first value of the sweep>` (the start of an interval)."""
+    key = override.get_key_element()
+    if override.is_interval_sweep():
+        return f"{key}={override.value().start}"
+    return f"{key}={next(iter(override.sweep_string_iterator()))}"
 
-    # exactly what BasicSweeper.sweep does: the preset's params first, then the command line's overrides
+
+def _swept(parser, params: dict[str, str], task_ovs: list[str]) -> tuple[dict[str, str], list[str], list[Any]]:
+    """Swept key -> sweep expression, as both sweepers read them: the preset's params first, then the command
+    line's overrides; a later plain value for a key ends its sweep (BasicSweeper and the Optuna sweeper agree)."""
     params_conf = [f"{k}={v}" for k, v in params.items()] + task_ovs
     parsed = parser.parse_overrides(params_conf)
     swept: dict[str, str] = {}
@@ -347,27 +362,29 @@ def _plan_grid(parser, params: dict[str, str], task_ovs: list[str], common: dict
         if p.is_sweep_override():
             swept[k] = o.split("=", 1)[1]
         else:
-            swept.pop(k, None)  # a later plain value for the key replaces the sweep (BasicSweeper does the same)
-    try:
-        (batch,) = BasicSweeper.split_arguments(parsed, None)
-    except Exception as e:  # noqa: BLE001 - e.g. interval() sweeps, which a grid cannot expand
-        raise ConfigError(_one_line(str(e))) from None
-    jobs = [Job(job=i, overrides=[o for o in ovs if _key(o) in swept], task_overrides=list(ovs))
-            for i, ovs in enumerate(batch)]
+            swept.pop(k, None)
+    return swept, params_conf, parsed
+
+
+def _plan_grid(parser, params: dict[str, str], task_ovs: list[str], common: dict[str, Any]) -> SweepPlan:
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    swept, _, parsed = _swept(parser, params, task_ovs)
     if not swept:
         raise ConfigError("nothing to sweep: give a key with several values (seed=1,2,3) or sweep=<preset>")
+    try:
+        (batch,) = BasicSweeper.split_arguments(parsed, None)  # the sweeper's own expansion, in its order
+    except Exception as e:  # noqa: BLE001 - e.g. interval(), which only a search (Optuna) can sample
+        raise ConfigError(f"{_one_line(str(e))}; interval(...) needs hydra/sweeper=optuna") from None
+    jobs = [Job(job=i, overrides=[o for o in ovs if _key(o) in swept], task_overrides=list(ovs))
+            for i, ovs in enumerate(batch)]
     return SweepPlan(kind="grid", params=swept, jobs=jobs, **common)
 
 
-def _plan_optuna(sweeper: dict[str, Any], params: dict[str, str], task_ovs: list[str],
+def _plan_optuna(parser, sweeper: dict[str, Any], params: dict[str, str], task_ovs: list[str],
                  common: dict[str, Any]) -> SweepPlan:
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-
-    try:
-        space, _ = create_params_from_overrides([f"{k}={v}" for k, v in params.items()] + task_ovs)
-    except Exception as e:  # noqa: BLE001
-        raise ConfigError(_one_line(str(e))) from None
-    if not space:
+    swept, _, _ = _swept(parser, params, task_ovs)
+    if not swept:
         raise ConfigError("an Optuna sweep needs a search space: hydra.sweeper.params or key=interval(a,b) / a,b,c")
     direction = sweeper.get("direction") or "minimize"
     directions = [str(d) for d in direction] if isinstance(direction, list) else [str(direction)]
@@ -378,25 +395,13 @@ def _plan_optuna(sweeper: dict[str, Any], params: dict[str, str], task_ovs: list
     if n_obj != len(directions):
         raise ConfigError(f"the objective has {n_obj} value(s) but hydra.sweeper.direction has {len(directions)}")
     sampler = (sweeper.get("sampler") or {}).get("_target_", "?").rsplit(".", 1)[-1]
-    swept = {k: str(v) for k, v in params.items()}
-    for o in task_ovs:
-        if _key(o) in space:
-            swept[_key(o)] = o.split("=", 1)[1]
-    swept = {k: v for k, v in swept.items() if k in space}
     return SweepPlan(kind="optuna", params=swept, n_trials=int(sweeper.get("n_trials") or 0), directions=directions,
                      sampler=sampler, **common)
 
 
-def _validate_optuna_space(plan: SweepPlan) -> None:
+def _validate_optuna_space(parser, plan: SweepPlan) -> None:
     """Compose the job config at one point of the search space (each param at its low end / first choice)."""
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-    from optuna.distributions import CategoricalDistribution
-
-    space, _ = create_params_from_overrides([f"{k}={v}" for k, v in plan.params.items()])
-    point = []
-    for k, dist in space.items():
-        value = dist.choices[0] if isinstance(dist, CategoricalDistribution) else dist.low
-        point.append(f"{k}={value}")
+    point = [_first_value(o) for o in parser.parse_overrides([f"{k}={v}" for k, v in plan.params.items()])]
     try:
         _to_train_config(_train_data(_compose(plan.base_overrides + point)))
     except ConfigError as e:
@@ -628,8 +633,9 @@ def run_job(cfg) -> Any:
         extra = [f"runs_dir={tcfg.runs_dir}", f"name={name}", f"logger.group={tcfg.logger.group}"]
         import workbench.train as train_mod  # looked up at call time (tests replace train)
 
-        run = train_mod.train(tcfg, task_overrides + extra, argv=["rl", "train", *task_overrides, *extra],
-                              progress=False)
+        with _job_output(hc):
+            run = train_mod.train(tcfg, task_overrides + extra, argv=["rl", "train", *task_overrides, *extra],
+                                  progress=False)
         summary = read_json(run.summary_file)
         record["run_dir"] = os.path.relpath(run.path, sweep_dir)
         record["metrics"] = {k: v for k, v in summary.items()
@@ -655,11 +661,34 @@ def run_job(cfg) -> Any:
         for k in [k for k in os.environ if k not in env]:
             del os.environ[k]
         os.environ.update(env)
+        _reset_wandb()
         record["end_time"] = now_iso()
         record["seconds"] = round(time.time() - t0, 1)
         _write_record(sweep_dir, record)
         rebuild_index(sweep_dir)
     return record["objective"]
+
+
+@contextlib.contextmanager
+def _job_output(hc) -> Iterator[None]:
+    """joblib workers share the terminal of `rl sweep`, whose live display they would garble: their output goes to
+    the job's Hydra folder (hydra/<launch>-<num>/job.log). In-process jobs print through the display; submitit
+    already captures its jobs' output (.submitit/)."""
+    if "joblib" not in str(hc.launcher.get("_target_", "")):
+        yield
+        return
+    with open(Path(hc.runtime.output_dir) / "job.log", "a") as f, contextlib.redirect_stdout(f), \
+            contextlib.redirect_stderr(f):
+        yield
+
+
+def _reset_wandb() -> None:
+    """train() already called wandb.finish(); wandb's process-wide settings (WANDB_DIR among them) are read once per
+    setup, so without a teardown the next job's W&B run would be written into this job's run directory."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and hasattr(wandb, "teardown"):
+        with contextlib.suppress(Exception):
+            wandb.teardown()
 
 
 # ----------------------------------------------------------------------------------------------- Optuna study
@@ -682,7 +711,9 @@ def _trial_to_json(t) -> dict[str, Any]:
 
 def _trial_from_json(d: dict[str, Any], state: str | None = None, values: Any = None):
     from optuna.distributions import json_to_distribution
-    from optuna.trial import TrialState, create_trial
+    from optuna.trial import TrialState
+
+    create_trial = _create_trial()
 
     state = state or d["state"]
     return create_trial(
@@ -693,6 +724,20 @@ def _trial_from_json(d: dict[str, Any], state: str | None = None, values: Any = 
     )
 
 
+def _create_trial():
+    """optuna.trial.create_trial without its 'experimental' warning (stable in every 2.x and 3.x release)."""
+    import warnings
+
+    from optuna.trial import create_trial
+
+    def quiet(**kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return create_trial(**kwargs)
+
+    return quiet
+
+
 def study_storage(sweep_dir: str, launch: int):
     """The Optuna storage of a sweep (hydra.sweeper.storage: {_target_: workbench.sweep.study_storage, ...}).
 
@@ -700,8 +745,9 @@ def study_storage(sweep_dir: str, launch: int):
     change, and seeded on --resume with the earlier trials (replayed) and the failed trials' parameters (enqueued,
     so Optuna's ask() runs them first)."""
     import optuna
-    from optuna.trial import TrialState, create_trial
+    from optuna.trial import TrialState
 
+    create_trial = _create_trial()
     sweep = Path(sweep_dir)
     entry = read_definition(sweep)["launches"][launch]
 
@@ -815,7 +861,8 @@ def launch_grid(sweep_dir: Path, job_ids: list[int] | None = None, extra_hydra: 
     user_hydra = definition["hydra_overrides"] + extra_hydra
     first = job_ids is None
     ids = sorted(jobs) if first else list(job_ids)
-    launch = _add_launch(sweep_dir, {"kind": "grid" if first else "resume", "jobs": ids, "hydra_overrides": extra_hydra})
+    launch = _add_launch(sweep_dir, {"kind": "grid" if first else "resume", "jobs": ids,
+                                     "hydra_overrides": extra_hydra})
     settings = _hydra_settings(sweep_dir, launch, definition["name"], user_hydra)
     with hydra_app(job_name=sanitize_name(definition["name"])) as hydra:
         if first:
@@ -945,13 +992,16 @@ class SweepMonitor:
         self.start = time.time()
         self.baseline = {r["job"]: (r.get("attempts", 0), r["status"]) for r in index_rows(self.sweep_dir)
                          if r["status"] != STATUS_PENDING}
+        self.with_objective = read_definition(self.sweep_dir).get("objective") is not None
 
     def _step(self, rec: dict[str, Any]) -> str:
         name, exp = rec.get("name"), rec.get("experiment")
         if not name or not exp:
             return ""
         base = self.sweep_dir / "runs" / sanitize_name(exp)
-        dirs = sorted(base.glob(f"*_{sanitize_name(name)}*"), key=lambda p: p.stat().st_mtime) if base.is_dir() else []
+        stem = sanitize_name(name)
+        dirs = sorted((p for p in base.glob(f"*_{stem}*") if p.name.endswith("_" + stem) or f"_{stem}-" in p.name),
+                      key=lambda p: p.stat().st_mtime) if base.is_dir() else []
         if not dirs:
             return ""
         step = 0
@@ -992,7 +1042,8 @@ class SweepMonitor:
         table.add_column("overrides", overflow="fold", max_width=60)
         table.add_column("status", no_wrap=True)
         table.add_column("step", justify="right", no_wrap=True)
-        table.add_column("objective", justify="right", no_wrap=True)
+        if self.with_objective:
+            table.add_column("objective", justify="right", no_wrap=True)
         table.add_column("accuracy", justify="right", no_wrap=True)
         table.add_column("time", justify="right", no_wrap=True)
         table.add_column("error", overflow="fold", max_width=50)
@@ -1002,10 +1053,13 @@ class SweepMonitor:
         for r in sorted(shown, key=lambda r: r["job"]):
             style = {STATUS_RUNNING: "cyan", STATUS_FAILED: "red", STATUS_COMPLETED: "green"}.get(r["status"], "")
             step = self._step(records.get(r["job"], {})) if r["status"] == STATUS_RUNNING else ""
-            table.add_row(str(r["job"]), " ".join(short_override(o) for o in r["overrides"]),
-                          Text(r["status"], style=style), step, _fmt(r.get("objective")),
-                          _fmt((r.get("metrics") or {}).get("eval/accuracy")),
-                          f"{r['seconds']:.0f}s" if r.get("seconds") is not None else "", (r.get("error") or "")[:200])
+            cells = [str(r["job"]), " ".join(short_override(o) for o in r["overrides"]), Text(r["status"], style=style),
+                     step]
+            if self.with_objective:
+                cells.append(_fmt(r.get("objective")))
+            cells += [_fmt((r.get("metrics") or {}).get("eval/accuracy")),
+                      f"{r['seconds']:.0f}s" if r.get("seconds") is not None else "", (r.get("error") or "")[:200]]
+            table.add_row(*cells)
         hidden = len(fresh) - len(shown)
         parts = [head, table]
         if hidden > 0:

@@ -69,6 +69,9 @@ def _finish_wandb(exit_code: int = 0) -> None:
 
         if wandb.run is not None:
             wandb.finish(exit_code=exit_code)
+        # W&B reads its settings (WANDB_DIR among them) once per process: without a teardown the next training
+        # in this process would write its files into this run's wandb/ folder.
+        wandb.teardown()
     except Exception:  # noqa: BLE001 - closing W&B must never hide the real outcome
         pass
 

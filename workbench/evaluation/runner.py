@@ -257,7 +257,7 @@ def run_models(run: RunDir) -> dict[str, tuple[Path, int | None]]:
     """{label: (folder, step)} of the run's loadable models: checkpoints by step, then final."""
     out: dict[str, tuple[Path, int | None]] = {}
     for cp in run.checkpoints():
-        if (cp / "config.json").exists():
+        if (cp / "config.json").exists() or (cp / "adapter_config.json").exists():  # full model or LoRA adapter
             out[cp.name] = (cp, int(cp.name.split("-")[1]))
     if (run.final_dir / "config.json").exists():
         step = None

@@ -350,7 +350,7 @@ def warm_start_loss(model: Any, batches: list[tuple[torch.Tensor, torch.Tensor]]
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _progress(enabled: bool, total: int) -> Any:
