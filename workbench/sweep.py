@@ -175,7 +175,7 @@ def check_objective(objective: Any) -> Any:
     """An objective is a summary.json key, a {key: weight} mapping (weighted sum), or a list of those
     (multi-objective Optuna). Returns it unchanged; raises ConfigError naming the bad key."""
     if isinstance(objective, str):
-        if objective not in SUMMARY_METRICS:
+        if objective not in SUMMARY_METRICS and not objective.startswith("eval/"):
             raise ConfigError(f"objective {objective!r} is not a summary.json metric; choose from: "
                               f"{', '.join(SUMMARY_METRICS)}")
         return objective

@@ -131,20 +131,15 @@ def prepare(cfg: TrainConfig, progress: bool = True):
 
 
 def _evaluate(cfg, model, tokenizer, task, eval_examples, args, seed: int) -> dict[str, float]:
-    from workbench.evaluation.generate import quick_accuracy
+    """Held-out evaluation with rl eval's code (same scorer, metrics and names): {eval/accuracy, eval/pass@k, ...}."""
+    from workbench.evaluation.runner import EvalConfig, evaluate_model
 
-    return quick_accuracy(
-        model,
-        tokenizer,
-        task,
-        eval_examples[: cfg.eval.num_problems],
-        n=cfg.eval.n,
-        temperature=cfg.eval.temperature,
-        max_new_tokens=args.max_completion_length,
-        batch_size=cfg.eval.batch_size,
-        use_chat_template=cfg.model.use_chat_template,
-        seed=seed,
-    )
+    e = EvalConfig(n=cfg.eval.n, temperature=cfg.eval.temperature, max_new_tokens=args.max_completion_length,
+                   batch_size=cfg.eval.batch_size, seed=seed, n_boot=200)
+    metrics, _ = evaluate_model(model, tokenizer, task, eval_examples[: cfg.eval.num_problems], e, price=cfg.price,
+                                use_chat_template=cfg.model.use_chat_template)
+    metrics.pop("perf/tokens_per_s", None)  # generation speed of the eval, not of training
+    return metrics
 
 
 def train(
@@ -237,8 +232,9 @@ def train(
         if cfg.eval.at_start and checkpoint is None and main:
             start_eval = _evaluate(cfg, model, tokenizer, task, eval_examples, args, seed=cfg.seed)
             run.write_meta(eval_start=start_eval)
-            console.print(f"[dim]start: held-out accuracy {start_eval['accuracy']:.3f}, "
-                          f"length {start_eval['length']:.1f} tokens ({start_eval['num_samples']} samples)[/dim]")
+            console.print(f"[dim]start: held-out accuracy {start_eval['eval/accuracy']:.3f}, length "
+                          f"{start_eval['eval/length/mean']:.1f} tokens ({cfg.eval.num_problems} problems x "
+                          f"{cfg.eval.n})[/dim]")
         elif resume is not None and main:
             start_eval = run.read_meta().get("eval_start", {})
         trainer_cls = ShapedGRPOTrainer if cfg.algo.name == "grpo" else ShapedRLOOTrainer
@@ -334,8 +330,9 @@ class _PeriodicEval:
         if state.global_step % self.cfg.eval.every == 0 and state.is_world_process_zero:
             res = _evaluate(self.cfg, self.trainer.model, self.tokenizer, self.task, self.examples, self.args,
                             seed=state.global_step)
-            self.trainer._metrics["train"]["eval/accuracy"].append(res["accuracy"])
-            self.trainer._metrics["train"]["eval/length/mean"].append(res["length"])
+            for key, value in res.items():  # point estimates only; the intervals stay in rl eval's files
+                if value is not None and not key.endswith(("/ci_low", "/ci_high")):
+                    self.trainer._metrics["train"][key].append(value)
 
 
 def _summary(run: RunDir, cfg: TrainConfig, start: dict, end: dict, seconds: float, trainer) -> dict[str, Any]:
@@ -357,10 +354,11 @@ def _summary(run: RunDir, cfg: TrainConfig, start: dict, end: dict, seconds: flo
         "algo": cfg.algo.name,
         "steps": int(trainer.state.global_step),
         "train_seconds": round(seconds, 1),
-        "eval/accuracy_start": start.get("accuracy"),
-        "eval/accuracy": end.get("accuracy"),
-        "eval/length/mean_start": start.get("length"),
-        "eval/length/mean": end.get("length"),
+        "eval/accuracy_start": start.get("eval/accuracy"),
+        "eval/accuracy_start/ci_low": start.get("eval/accuracy/ci_low"),
+        "eval/accuracy_start/ci_high": start.get("eval/accuracy/ci_high"),
+        "eval/length/mean_start": start.get("eval/length/mean"),
+        **{k: v for k, v in end.items() if not k.endswith(("/ci_low", "/ci_high")) or k.startswith("eval/accuracy/")},
         # means over the last 10 logged steps: less noisy than the last step alone
         "train/reward": tail_mean("train/reward"),
         "train/accuracy": tail_mean("train/accuracy"),
@@ -383,7 +381,11 @@ def print_summary(summary: dict[str, Any]) -> None:
     def fmt(v, spec=".3f"):
         return "-" if v is None else format(v, spec)
 
-    table.add_row("held-out accuracy (eval/accuracy)", fmt(summary.get("eval/accuracy_start")), fmt(summary.get("eval/accuracy")))
+    def with_ci(prefix):
+        v, lo, hi = (summary.get(prefix + s) for s in ("", "/ci_low", "/ci_high"))
+        return fmt(v) if lo is None or hi is None else f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]"
+
+    table.add_row("held-out accuracy (eval/accuracy, 95% CI)", with_ci("eval/accuracy_start"), with_ci("eval/accuracy"))
     table.add_row("held-out length, tokens", fmt(summary.get("eval/length/mean_start"), ".1f"), fmt(summary.get("eval/length/mean"), ".1f"))
     table.add_row("train reward (last 10 steps)", "", fmt(summary.get("train/reward")))
     table.add_row("train accuracy (last 10 steps)", "", fmt(summary.get("train/accuracy")))

@@ -144,17 +144,3 @@ def sample(
         tokenizer.padding_side = old_side
         model.train(was_training)
     return out
-
-
-def quick_accuracy(model, tokenizer, task, examples, n: int = 1, temperature: float = 1.0, max_new_tokens: int = 80,
-                   batch_size: int = 64, use_chat_template: bool = False, seed: int = 0) -> dict[str, float]:
-    """Accuracy and mean length on `examples`, scored by the task's own scorer (the training reward's scorer)."""
-    samples = sample(model, tokenizer, [x["prompt"] for x in examples], n=n, temperature=temperature,
-                     max_new_tokens=max_new_tokens, batch_size=batch_size, use_chat_template=use_chat_template, seed=seed)
-    scores = [task.score(s.text, examples[s.problem]) for s in samples]
-    lengths = [len(s.ids) for s in samples]
-    return {
-        "accuracy": sum(scores) / max(1, len(scores)),
-        "length": sum(lengths) / max(1, len(lengths)),
-        "num_samples": len(samples),
-    }
