@@ -59,15 +59,7 @@ def _epilog() -> str:
 
 SWEEP_EPILOG = _epilog()
 
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, list):
-        return ", ".join(_fmt(x) for x in v)
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+from workbench.sweep import _fmt  # noqa: E402  (import-light: no torch, no hydra)
 
 
 def _console():

@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -75,6 +76,12 @@ INDEX_KEYS = ("job", "overrides", "status", "run_dir", "error", "objective", "me
 SUMMARY_METRICS = (
     "eval/accuracy", "eval/accuracy_start", "eval/length/mean", "eval/length/mean_start", "train/reward",
     "train/accuracy", "length/mean", "entropy/mean", "cost/mean", "perf/step_time", "steps", "train_seconds",
+)
+
+# The end-of-training evaluation in summary.json carries rl eval's metric names too.
+EVAL_METRIC = re.compile(
+    r"eval/(pass@\d+|maj@\d+|length/(median|p90|correct_mean|incorrect_mean)|truncation_rate"
+    r"|entropy/(mean|think|answer)|cost/mean|cost_of_pass)"
 )
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -175,7 +182,7 @@ def check_objective(objective: Any) -> Any:
     """An objective is a summary.json key, a {key: weight} mapping (weighted sum), or a list of those
     (multi-objective Optuna). Returns it unchanged; raises ConfigError naming the bad key."""
     if isinstance(objective, str):
-        if objective not in SUMMARY_METRICS and not objective.startswith("eval/"):
+        if objective not in SUMMARY_METRICS and not EVAL_METRIC.fullmatch(objective):
             raise ConfigError(f"objective {objective!r} is not a summary.json metric; choose from: "
                               f"{', '.join(SUMMARY_METRICS)}")
         return objective
