@@ -96,7 +96,8 @@ def load_hf(cfg: ModelConfig, padding_side: str = "left") -> tuple[Any, Any, dic
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, padding_side=padding_side)
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local_only)
             break
-        except Exception as e:  # noqa: BLE001 - missing files, unknown architecture, corrupt weights, ...: all user-facing
+        # Missing files, an unknown architecture, corrupt weights...: all user-facing, reported in one line.
+        except Exception as e:  # noqa: BLE001
             error = e
     else:
         if local.is_dir():
