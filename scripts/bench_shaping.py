@@ -91,25 +91,34 @@ def main() -> None:
     ap.add_argument("--skip", type=int, default=2)
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--runs-dir", default="/tmp/rl-bench-shaping")
+    ap.add_argument("--repeats", type=int, default=2, help="round-robin repeats of every configuration")
     a = ap.parse_args()
     if a.one:
         print("RESULT " + json.dumps(run_one(a.one, a.steps, a.runs_dir)))
         return
     print(f"command: {' '.join([sys.executable, *sys.argv])}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M')}, torch threads: default, cores: {os.cpu_count()}")
+    # Round-robin (a, a', b, c, a, a', ...) so slow drifts of the machine hit every configuration alike.
+    collected: dict[str, list[dict]] = {key: [] for key in CONFIGS}
+    for _ in range(a.repeats):
+        for key in CONFIGS:
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", key, "--steps", str(a.steps), "--runs-dir", a.runs_dir],
+                capture_output=True, text=True, cwd=ROOT,
+            )
+            line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+            if not line:
+                print(out.stdout[-2000:], out.stderr[-4000:])
+                raise SystemExit(f"config {key} failed")
+            res = json.loads(line[0][7:])
+            collected[key].append({"rows": res["rows"][a.skip:], "rss": res["peak_rss_mb"]})
     results = {}
-    for key in CONFIGS:
-        out = subprocess.run([sys.executable, __file__, "--one", key, "--steps", str(a.steps), "--runs-dir", a.runs_dir],
-                             capture_output=True, text=True, cwd=ROOT)
-        line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
-        if not line:
-            print(out.stdout[-2000:], out.stderr[-4000:])
-            raise SystemExit(f"config {key} failed")
-        res = json.loads(line[0][7:])
-        rows = res["rows"][a.skip:]
+    for key, runs in collected.items():
+        rows = [r for run in runs for r in run["rows"]]
         st = sum(r["step_time"] for r in rows) / len(rows)
         ln = sum(r["length"] for r in rows) / len(rows)
-        results[key] = {"step_time": st, "length": ln, "per_token": st / ln, "rss": res["peak_rss_mb"]}
+        rss = max(run["rss"] for run in runs)
+        results[key] = {"step_time": st, "length": ln, "per_token": st / ln, "rss": rss}
     base = results["a"]
     print(f"\n{'config':8} {'step s':>8} {'ratio':>6} {'len':>6} {'s/token ratio':>14} {'peak RSS MB':>12} {'ratio':>6}")
     for key, r in results.items():

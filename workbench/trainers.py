@@ -15,8 +15,9 @@ Extends TRL (trl 1.16) through four overrides, without copying its loops:
   TRL's loss reads them, and may add a loss term (KL-Cov, SIREN). The same pass gives entropy/think and
   entropy/answer for free.
 
-Per-token entropies at reward time (PEAR, EMPG) need one extra no-grad forward pass over the sampled batch,
-because TRL scores rewards before its training pass; it runs only when an active term needs it.
+Per-token entropies at reward time (PEAR, EMPG) are read off the generation forward passes (a hook on the LM head
+while TRL generates), so they cost no extra pass. Only where generation happens elsewhere (vLLM) does the trainer
+fall back to one extra no-grad forward pass over the sampled batch. Either runs only when an active term needs it.
 """
 
 from __future__ import annotations
@@ -120,11 +121,31 @@ class ShapingMixin:
         self._loss_inputs: dict[str, Any] | None = None
         self._loss_capture: dict[str, Any] = {}
         self._last_prompt_ids: list[list[int]] | None = None
+        self._gen_entropies: torch.Tensor | None = None
 
-    # ------------------------------------------------------------------ generation: remember prompt ids
+    # ------------------------------------------------------------------ generation: prompt ids + entropies
     def _generate(self, prompts):
-        result = super()._generate(prompts)
+        """TRL's generation, plus (when a term needs them) the per-token entropies of the sampling distribution,
+        read off the logits of the generation forward passes themselves by a hook on the LM head: no extra pass."""
+        steps: list[torch.Tensor] = []
+        handle = None
+        if "entropy" in self.needs and not getattr(self, "use_vllm", False):
+            head = self.accelerator.unwrap_model(self.model).get_output_embeddings()
+            temperature = float(getattr(self, "temperature", 1.0)) or 1.0
+
+            def record(module, inputs, output):
+                logits = output[:, -1, :].detach().float() / temperature  # the position that samples next
+                logp = torch.log_softmax(logits, dim=-1)
+                steps.append(-(logp.exp() * logp).sum(-1))
+
+            handle = head.register_forward_hook(record)
+        try:
+            result = super()._generate(prompts)
+        finally:
+            if handle is not None:
+                handle.remove()
         self._last_prompt_ids = [list(p) for p in result[0]]
+        self._gen_entropies = torch.stack(steps, dim=1) if steps else None  # (B, generated steps)
         return result
 
     # ------------------------------------------------------------------ rewards
@@ -179,7 +200,13 @@ class ShapingMixin:
         prompt_lengths = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)
         local = {"correct": correct, "lengths": lengths, "truncated": truncated, "prompt_lengths": prompt_lengths}
         if "entropy" in self.needs:
-            local_ent = self._reward_time_entropies(prompt_ids, completion_ids_list)
+            local_ent = self._gen_entropies
+            longest = max((len(c) for c in completion_ids_list), default=0)
+            if local_ent is None or local_ent.size(0) != n_local or local_ent.size(1) < longest:
+                # vLLM or multi-turn generation: no usable record, so one extra no-grad pass
+                local_ent = self._reward_time_entropies(prompt_ids, completion_ids_list)
+            else:
+                local_ent = local_ent[:, : max(1, longest)]
         # gather to the whole generation batch so every group is complete on every process
         glob = {k: gather(v.to(device)).cpu() for k, v in local.items()}
         all_completions = gather_object(list(completions))
