@@ -7,7 +7,7 @@ Configurations (same tiny model, task, seed and GRPO settings; each in its own s
   a' the workbench's ShapedGRPOTrainer with the same two terms (the cost of the plumbing alone)
   b  every length and cost reward term: length_kimi, length_cosine, overlong_dapo, length_hapo, cost_tokens,
      cost_router, tool_calls
-  c  PEAR + KL-Cov + EMPG (needs per-token entropies at reward time: one extra no-grad forward pass)
+  c  PEAR + KL-Cov + EMPG (per-token entropies at reward time, read off the generation passes by an LM-head hook)
 
 Step time is the mean of TRL's step_time over the steps after the first `--skip` (warm-up). Generated lengths
 differ a little between configurations once the policies diverge, so the script also reports the mean completion
