@@ -32,14 +32,18 @@ def test_train_help_lists_config_groups_and_choices():
         assert fragment in res.output, fragment
 
 
-def test_help_does_not_import_torch_or_trl():
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["eval", "--help"], ["sweep", "--help"],
+                                  ["compare", "--help"]])
+def test_help_does_not_import_heavy_modules(args):
+    """`rl ... --help` must answer at once: no torch/trl (7-10 s), nor the report and sweep libraries."""
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "from cli.main import app\n"
-        "r = CliRunner().invoke(app, ['train', '--help'])\n"
+        f"r = CliRunner().invoke(app, {args!r})\n"
         "assert r.exit_code == 0, r.output\n"
-        "print(sorted(m for m in ('torch', 'trl', 'transformers') if m in sys.modules))\n"
+        "heavy = ('torch', 'trl', 'transformers', 'matplotlib', 'scipy', 'optuna')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -7,7 +7,6 @@ override never leaves a directory behind.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 import traceback
