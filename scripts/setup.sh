@@ -8,8 +8,11 @@ PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=".venv/.rl-setup-$(sha1sum pyproject.toml | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
-  .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install --quiet "torch==2.13.0"
-  .venv/bin/pip install --quiet -e ".[dev,sweep,report]" 2>&1 | grep -v "^WARNING: Location" || true
+  # (the grep drops pip's warnings about this machine's local index folders; pip's exit code is kept)
+  if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    .venv/bin/pip install --quiet "torch==2.13.0" 2> >(grep -v "^WARNING: Location" >&2)
+  fi
+  .venv/bin/pip install --quiet -e ".[dev,sweep,report]" 2> >(grep -v "^WARNING: Location" >&2)
   .venv/bin/python -c "import torch, trl, cli.main" # fail here, not later, if the install is broken
   rm -f .venv/.rl-setup-* && touch "$stamp"
 fi
