@@ -41,7 +41,6 @@ import json
 import os
 import re
 import socket
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -667,8 +666,7 @@ def run_job(cfg) -> Any:
         # train() configures W&B through environment variables: the next job in this process starts clean
         for k in [k for k in os.environ if k not in env]:
             del os.environ[k]
-        os.environ.update(env)
-        _reset_wandb()
+        os.environ.update(env)  # (train() itself finishes and tears down W&B between jobs)
         record["end_time"] = now_iso()
         record["seconds"] = round(time.time() - t0, 1)
         _write_record(sweep_dir, record)
@@ -687,15 +685,6 @@ def _job_output(hc) -> Iterator[None]:
     with open(Path(hc.runtime.output_dir) / "job.log", "a") as f, contextlib.redirect_stdout(f), \
             contextlib.redirect_stderr(f):
         yield
-
-
-def _reset_wandb() -> None:
-    """train() already called wandb.finish(); wandb's process-wide settings (WANDB_DIR among them) are read once per
-    setup, so without a teardown the next job's W&B run would be written into this job's run directory."""
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and hasattr(wandb, "teardown"):
-        with contextlib.suppress(Exception):
-            wandb.teardown()
 
 
 # ----------------------------------------------------------------------------------------------- Optuna study
