@@ -129,7 +129,7 @@ def test_crash_marks_run_failed(tiny_overrides, tmp_path):
     from workbench.train import train
 
     # a reward weight of NaN makes every reward NaN: TRL trains on garbage unless the run fails loudly
-    overrides = ["experiment=quickstart", *tiny_overrides, "logger=none", "algo.max_steps=2"]
+    overrides = ["experiment=quickstart", *tiny_overrides, "algo.max_steps=2", "eval.at_start=false"]  # W&B offline
     cfg = to_train_config(compose("train", overrides))
     from workbench.shaping.task_rewards import Format
 
@@ -145,6 +145,10 @@ def test_crash_marks_run_failed(tiny_overrides, tmp_path):
     assert meta["status"] == "failed" and "format" in meta["error"]
     assert not run.summary_file.exists()
     assert (run.path / "error.txt").read_text().startswith("Traceback")
+    import wandb
+
+    assert wandb.run is None  # the failed run's W&B run was closed
+    assert list((run.path / "wandb").glob("offline-run-*"))
 
 
 def test_two_process_run_with_group_terms(tiny_overrides, tmp_path):
