@@ -38,7 +38,7 @@ def test_train_writes_the_run_directory_contract(tiny_overrides, tmp_path):
     from workbench.tasks import build_task
     from workbench.train import train
 
-    overrides = ["experiment=quickstart", *tiny_overrides, "name=e2e/../x"]
+    overrides = ["experiment=quickstart", *tiny_overrides, "name=e2e/../x", "eval.every=2"]
     cfg = to_train_config(compose("train", overrides))
     initial, _, _ = load_model_and_tokenizer(cfg.model, build_task(cfg.task), progress=False)
     run = train(cfg, overrides, argv=["rl", "train", *overrides], progress=False)
@@ -56,6 +56,7 @@ def test_train_writes_the_run_directory_contract(tiny_overrides, tmp_path):
     # one metrics row per logged step (logging_steps=1), with the documented names
     rows = read_jsonl(run.metrics_file)
     assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [("eval/accuracy" in r) for r in rows] == [False, True, False]  # eval.every=2
     for key in ("train/reward", "train/accuracy", "length/mean", "length/clip_ratio", "entropy/mean",
                 "entropy/think", "cost/mean", "shaping/correctness/mean", "perf/step_time"):
         assert key in rows[-1], key

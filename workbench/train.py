@@ -216,6 +216,7 @@ def train(
 
     from workbench.trainers import (
         MetricsFileCallback,
+        PeriodicEvalCallback,
         RichProgressCallback,
         ShapedGRPOTrainer,
         ShapedRLOOTrainer,
@@ -259,7 +260,10 @@ def train(
             trainer.remove_callback(WandbCallback)
             trainer.add_callback(make_wandb_callback())
         if cfg.eval.every > 0:
-            trainer.add_callback(_PeriodicEval(cfg, tokenizer, task, eval_examples, args, trainer))
+            trainer.add_callback(PeriodicEvalCallback(
+                trainer, cfg.eval.every,
+                lambda model, step: _evaluate(cfg, model, tokenizer, task, eval_examples, args, seed=step),
+            ))
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         progress_cb.close()
         state.wait_for_everyone()
@@ -314,24 +318,6 @@ def _build_trainer(trainer_cls, model, tokenizer, args, train_examples, cfg, rew
     )
     holder["trainer"] = trainer
     return trainer
-
-
-class _PeriodicEval:
-    """Held-out evaluation every `eval.every` steps; results join the next log row as eval/accuracy etc."""
-
-    def __init__(self, cfg, tokenizer, task, examples, args, trainer):
-        from transformers import TrainerCallback
-
-        self.__class__ = type("PeriodicEval", (_PeriodicEval, TrainerCallback), {})
-        self.cfg, self.tokenizer, self.task, self.examples, self.args, self.trainer = cfg, tokenizer, task, examples, args, trainer
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.cfg.eval.every == 0 and state.is_world_process_zero:
-            res = _evaluate(self.cfg, self.trainer.model, self.tokenizer, self.task, self.examples, self.args,
-                            seed=state.global_step)
-            for key, value in res.items():  # point estimates only; the intervals stay in rl eval's files
-                if value is not None and not key.endswith(("/ci_low", "/ci_high")):
-                    self.trainer._metrics["train"][key].append(value)
 
 
 def _summary(run: RunDir, cfg: TrainConfig, start: dict, end: dict, seconds: float, trainer) -> dict[str, Any]:

@@ -31,15 +31,12 @@ from accelerate.utils import gather, gather_object
 from transformers import TrainerCallback
 from trl import GRPOTrainer, RLOOTrainer
 
-from workbench.config import ConfigError
+from workbench.config import ConfigError, PriceConfig
 from workbench.runs import RunDir, append_jsonl
 from workbench.shaping.cost import token_cost
 from workbench.shaping.base import AdvantageTransform, Regularizer, RewardTerm, Rollouts
 from workbench.tasks.base import THINK_CLOSE, Task
 
-# Default token prices for cost/ metrics, $ per 1M tokens (a typical small hosted model; conf/train.yaml price.*).
-DEFAULT_PRICE_PROMPT = 0.15
-DEFAULT_PRICE_COMPLETION = 0.60
 
 
 class TermReward:
@@ -95,8 +92,8 @@ class ShapingMixin:
         run: RunDir | None,
         samples_every: int = 10,
         num_samples: int = 8,
-        price_prompt: float = DEFAULT_PRICE_PROMPT,
-        price_completion: float = DEFAULT_PRICE_COMPLETION,
+        price_prompt: float = PriceConfig.prompt_per_million,  # $ per 1M tokens (conf/train.yaml price.*)
+        price_completion: float = PriceConfig.completion_per_million,
     ) -> None:
         self.task = task
         self.reward_terms = reward_terms
@@ -490,14 +487,11 @@ class MetricsFileCallback(TrainerCallback):
     def __init__(self, run: RunDir, rollouts_per_step: int):
         self.run = run
         self.rollouts_per_step = rollouts_per_step
-        self.last: dict[str, Any] = {}
-        self.totals: dict[str, Any] = {}
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
         if "train_runtime" in logs:  # Trainer's end-of-training totals: not a step; summary.json has them
-            self.totals = canonical_metrics(logs)
             return
         row = canonical_metrics({**logs, "_rollouts_per_step": self.rollouts_per_step})
         if not row:
@@ -505,7 +499,20 @@ class MetricsFileCallback(TrainerCallback):
         row = {"step": int(state.global_step), "time": time.time(), **row}
         row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
         append_jsonl(self.run.metrics_file, row)
-        self.last.update({k: v for k, v in row.items() if v is not None})
+
+
+class PeriodicEvalCallback(TrainerCallback):
+    """Held-out evaluation every `every` steps; its point estimates join the next log row (eval/accuracy, ...)."""
+
+    def __init__(self, trainer, every: int, evaluate):
+        self.trainer, self.every, self.evaluate = trainer, every, evaluate
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 and state.is_world_process_zero:
+            res = self.evaluate(self.trainer.model, state.global_step)
+            for key, value in res.items():  # the intervals stay in rl eval's files
+                if value is not None and not key.endswith(("/ci_low", "/ci_high")):
+                    self.trainer._metrics["train"][key].append(value)
 
 
 class RichProgressCallback(TrainerCallback):
