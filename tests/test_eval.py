@@ -19,13 +19,12 @@ from workbench.evaluation.runner import (
     EvalConfig,
     build_rows,
     compute_metrics,
-    phase_entropy,
     sample_cost,
-    think_boundary,
     to_eval_config,
     validate_eval,
 )
 from workbench.runs import read_jsonl
+from workbench.signals import ThinkSplitter
 
 cli = CliRunner()
 MAX_NEW = 8
@@ -118,27 +117,6 @@ def test_vllm_backend_without_gpu_is_a_config_error():
 # ----------------------------------------------------------------------------------------------- pure helpers
 
 
-def test_think_boundary_single_token_and_by_decoding():
-    assert think_boundary([7, 8, 5, 9, 1], close_id=5) == 3
-    assert think_boundary([7, 8, 9], close_id=5) is None
-    vocab = {0: "<th", 1: "ink>", 2: "1", 3: "</", 4: "think>", 5: "7", 6: "x"}
-
-    def decode(ids):
-        return "".join(vocab[i] for i in ids)
-
-    ids = [0, 1, 2, 3, 4, 5, 6]  # "<think>1</think>7x": the tag spans tokens 3-4
-    assert think_boundary(ids, None, decode) == 5
-    assert think_boundary([0, 1, 2, 5], None, decode) is None
-    assert think_boundary([3, 4], None, decode) == 2
-
-
-def test_phase_entropy():
-    assert phase_entropy([1.0, 2.0, 3.0, 5.0], 2) == (2.75, 1.5, 4.0)
-    assert phase_entropy([1.0, 3.0], None) == (2.0, 2.0, None)  # no </think>: everything is thinking
-    assert phase_entropy([1.0, 3.0], 2) == (2.0, 2.0, None)  # </think> last: no answer tokens
-    assert phase_entropy(None, 1) == (None, None, None)
-
-
 def test_sample_cost():
     price = PriceConfig(prompt_per_million=1.0, completion_per_million=3.0)
     assert sample_cost(10, 20, price) == pytest.approx(10e-6 + 60e-6)
@@ -197,7 +175,13 @@ def test_build_rows_scores_with_the_task_scorer():
     good = f"<think>x</think>{ex[0]['answer']}"
     samples = [Sample(0, good, [1, 2, 3], False, [0.5, 1.0, 1.5]), Sample(0, "<think>x", [1, 2], True, [1.0, 1.0]),
                Sample(1, "12345", [4], False, [2.0])]
-    rows = build_rows(samples, ex, task, [6, 7], PriceConfig(), close_id=2)
+    vocab = {1: "<think>x", 2: "</think>", 3: str(ex[0]["answer"])}
+
+    class Tok:  # decodes ids by the table above; `</think>` is token 2
+        def decode(self, ids, skip_special_tokens=False):
+            return "".join(vocab.get(i, "?") for i in ids)
+
+    rows = build_rows(samples, ex, task, [6, 7], PriceConfig(), ThinkSplitter(Tok()))
     assert [r["sample"] for r in rows] == [0, 1, 0]
     assert [r["score"] for r in rows] == [task.score(s.text, ex[s.problem]) for s in samples] == [1.0, 0.0, 0.0]
     assert rows[0]["answer"] == ex[0]["answer"] and rows[1]["answer"] is None
@@ -361,7 +345,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_dir, extra, fragmen
     "args, fragments",
     [
         (["task=nosuch"], ["task='nosuch' is not a config option", "arithmetic"]),
-        (["model.kind=hf"], ["model.name_or_path must be set"]),
+        (["model.kind=hf"], ["model.name_or_path (or model.gguf_file) must be set"]),
         (["model.kind=hf", "model.name_or_path=/no/such/model"], ["directory not found", "/no/such/model"]),
         (["eval.n=2", "eval.k=[4]"], ["k=4 is larger than eval.n=2"]),
         (["--checkpoint", "all"], ["--checkpoint needs a RUN_DIR"]),

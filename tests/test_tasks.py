@@ -54,8 +54,8 @@ def test_conf_files_match_registry_and_config():
     for path in sorted(TASK_CONF.glob("*.yaml")):
         data = yaml.safe_load(path.read_text())
         cfg = from_dict(TaskConfig, data, prefix="task")  # only TaskConfig keys, right types
-        assert cfg.name == path.stem
-        names.add(cfg.name)
+        assert (cfg.kind or cfg.name) == path.stem  # task=gym: kind=gym, name=<reasoning-gym dataset>
+        names.add(cfg.kind or cfg.name)
         lines = path.read_text().splitlines()
         for i, line in enumerate(lines):
             if re.match(r"^\s*[A-Za-z_]\w*\s*:", line):
@@ -73,7 +73,7 @@ def test_conf_defaults_build_for_procedural_tasks():
 def test_unknown_task_name():
     with pytest.raises(ConfigError) as e:
         build_task(TaskConfig(name="foo"))
-    assert str(e.value) == "task.name='foo' is not valid; choose one of: arithmetic, chain_sum, countdown, file, hf"
+    assert str(e.value) == "task.name='foo' is not valid; choose one of: arithmetic, chain_sum, countdown, file, gym, hf"
 
 
 def test_bad_params_are_config_errors():

@@ -1,4 +1,4 @@
-"""Trainer helpers that need no model: metric naming, phase masks, TRL argument validation."""
+"""Trainer helpers that need no model: metric naming, TRL argument validation (phase masks: test_signals.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from workbench.config import ConfigError
-from workbench.trainers import build_trl_args, canonical_metrics, phase_masks
+from workbench.trainers import build_trl_args, canonical_metrics
 
 
 def test_canonical_metric_names():
@@ -23,24 +23,6 @@ def test_canonical_metric_names():
 def test_tokens_per_second_from_step_time_and_length():
     out = canonical_metrics({"step_time": 2.0, "length/mean": 10.0, "_rollouts_per_step": 64})
     assert out["perf/tokens_per_s"] == pytest.approx(10.0 * 64 / 2.0)
-
-
-def test_phase_masks_split_at_first_close_tag():
-    close = 9
-    ids = torch.tensor([[1, 2, 9, 3, 9, 0], [1, 2, 3, 4, 0, 0], [9, 5, 0, 0, 0, 0]])
-    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]])
-    think, answer, has = phase_masks(ids, mask, close)
-    assert think.int().tolist() == [[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0], [1, 0, 0, 0, 0, 0]]
-    assert answer.int().tolist() == [[0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0]]
-    assert has.tolist() == [True, False, True]
-    # padding is in neither phase
-    assert not (think | answer)[mask == 0].any()
-
-
-def test_phase_masks_without_a_single_token_close_tag():
-    ids = torch.tensor([[1, 2, 3]])
-    think, answer, has = phase_masks(ids, torch.ones(1, 3), None)
-    assert think.all() and not answer.any() and not has.any()
 
 
 def test_build_trl_args_rejects_unknown_keys_with_suggestions():

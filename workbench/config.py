@@ -9,6 +9,7 @@ This module must stay import-light (no torch, no trl): `rl --help` and `rl train
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -52,6 +53,8 @@ class LoraConfig:
 class ModelConfig:
     kind: str = "tiny"  # tiny | hf
     name_or_path: str | None = None
+    # hf only: a .gguf file (path, or `package:file` inside an installed package) converted once to an HF directory
+    gguf_file: str | None = None
     dtype: str = "float32"  # float32 | bfloat16 | float16
     use_chat_template: bool = False
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
@@ -66,7 +69,9 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 @dataclass
 class TaskConfig:
-    name: str = "arithmetic"  # a name in workbench.tasks.TASKS
+    name: str = "arithmetic"  # a name in workbench.tasks.TASKS; with kind=gym, a reasoning-gym dataset name
+    # the Task class (a key of workbench.tasks.TASKS) when it is not `name`: task=gym sets kind=gym, name=<dataset>
+    kind: str | None = None
     train_size: int = 2000
     eval_size: int = 200
     seed: int = 0
@@ -209,6 +214,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected true/false, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}={value}: expected a finite number")
             return float(value)
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is int:
@@ -251,15 +258,73 @@ def to_train_config(data: dict[str, Any]) -> TrainConfig:
     data["algo"] = {"name": algo.pop("name", "grpo"), "trl": algo}
     data.pop("hydra", None)
     cfg = from_dict(TrainConfig, data)
-    _check_choice("model.kind", cfg.model.kind, MODEL_KINDS)
-    _check_choice("model.dtype", cfg.model.dtype, DTYPES)
     _check_choice("task.prompt_style", cfg.task.prompt_style, PROMPT_STYLES)
     _check_choice("algo.name", cfg.algo.name, ALGOS)
     _check_choice("logger.backend", cfg.logger.backend, LOGGER_BACKENDS)
     _check_choice("logger.mode", cfg.logger.mode, WANDB_MODES)
-    if cfg.model.kind == "hf" and not cfg.model.name_or_path:
-        raise ConfigError("model.name_or_path must be set when model.kind=hf")
+    check_model(cfg.model)
+    check_ranges(cfg)
     return cfg
+
+
+# (key, lowest allowed, whether the lowest itself is allowed, highest allowed or None)
+_RANGES: tuple[tuple[str, float, bool, float | None], ...] = (
+    ("samples_every", 0, True, None),
+    ("num_samples", 0, True, None),
+    ("task.train_size", 1, True, None),
+    ("task.eval_size", 1, True, None),
+    ("eval.every", 0, True, None),
+    ("eval.num_problems", 1, True, None),
+    ("eval.n", 1, True, None),
+    ("eval.batch_size", 1, True, None),
+    ("eval.temperature", 0, True, None),
+    ("price.prompt_per_million", 0, True, None),
+    ("price.completion_per_million", 0, True, None),
+    ("model.tiny.hidden_size", 1, True, None),
+    ("model.tiny.num_layers", 1, True, None),
+    ("model.tiny.num_heads", 1, True, None),
+    ("model.tiny.num_kv_heads", 1, True, None),
+    ("model.tiny.intermediate_size", 1, True, None),
+    ("model.tiny.max_positions", 1, True, None),
+    ("model.tiny.warm_start_steps", 0, True, None),
+    ("model.tiny.warm_start_batch_size", 1, True, None),
+    ("model.tiny.warm_start_lr", 0, False, None),
+    ("model.tiny.verbose_fraction", 0, True, 1),
+    ("model.lora.r", 1, True, None),
+    ("model.lora.alpha", 0, False, None),
+    ("model.lora.dropout", 0, True, 1),
+)
+
+
+def check_range(key: str, value: Any, low: float | None, low_ok: bool = True, high: float | None = None) -> None:
+    """One-line ConfigError naming the key unless value >= low (> low when not low_ok) and value <= high."""
+    if value is None:
+        return
+    if (low is not None and (value < low or (value == low and not low_ok))) or (high is not None and value > high):
+        lo = "" if low is None else (f">= {low:g}" if low_ok else f"> {low:g}")
+        hi = "" if high is None else f"<= {high:g}"
+        raise ConfigError(f"{key}={value} is out of range: must be {' and '.join(x for x in (lo, hi) if x)}")
+
+
+def check_ranges(cfg: TrainConfig) -> None:
+    """Numbers that make no sense (zero samples, negative sizes, ...) fail here, before anything is built."""
+    for key, low, low_ok, high in _RANGES:
+        value: Any = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        check_range(key, value, low, low_ok, high)
+
+
+def check_model(model: ModelConfig) -> None:
+    """Choices and required keys of the model group (shared by rl train and rl eval)."""
+    _check_choice("model.kind", model.kind, MODEL_KINDS)
+    _check_choice("model.dtype", model.dtype, DTYPES)
+    if model.kind == "hf" and not (model.name_or_path or model.gguf_file):
+        raise ConfigError("model.name_or_path (or model.gguf_file) must be set when model.kind=hf")
+    if model.gguf_file and model.name_or_path:
+        raise ConfigError("model.gguf_file and model.name_or_path are both set; give one (the GGUF file is converted)")
+    if model.gguf_file and model.kind != "hf":
+        raise ConfigError("model.gguf_file needs model.kind=hf")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

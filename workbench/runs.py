@@ -19,6 +19,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,12 @@ from typing import Any
 from workbench.config import ConfigError
 
 STATUS_RUNNING, STATUS_COMPLETED, STATUS_FAILED = "running", "completed", "failed"
+STATUS_INTERRUPTED = "interrupted"  # stopped by a signal (SIGINT, SIGTERM, SIGHUP); meta.json says which
+STATUS_DEAD = "dead"  # never written: meta.json says running, but no process holds the run any more (SIGKILL, crash)
+LOCK_FILE = ".lock"
+HEARTBEAT_SECONDS = 30.0  # how often a training refreshes meta.json's heartbeat
+STALE_SECONDS = 120.0  # a heartbeat older than this, with no lock to ask, means the process is gone
+_META_LOCK = threading.RLock()  # meta.json is read-modify-written by the main thread and the heartbeat thread
 _PACKAGES = ("torch", "transformers", "trl", "accelerate", "peft", "hydra-core", "wandb", "reasoning-gym")
 
 
@@ -202,10 +210,11 @@ class RunDir:
 
     # meta
     def write_meta(self, **fields: Any) -> dict[str, Any]:
-        meta = self.read_meta()
-        meta.update(fields)
-        atomic_write_json(self.meta_file, meta)
-        return meta
+        with _META_LOCK:
+            meta = self.read_meta()
+            meta.update(fields)
+            atomic_write_json(self.meta_file, meta)
+            return meta
 
     def read_meta(self) -> dict[str, Any]:
         return read_json(self.meta_file) if self.meta_file.exists() else {}
@@ -217,12 +226,15 @@ class RunDir:
             packages=package_versions(),
             python=sys.version.split()[0],
             host=socket.gethostname(),
+            pid=os.getpid(),
             platform=platform.platform(),
             seed=seed,
             start_time=now_iso(),
             end_time=None,
+            heartbeat=now_iso(),
             status=STATUS_RUNNING,
             error=None,
+            signal=None,
         )
 
     def mark_completed(self, summary: dict[str, Any]) -> None:
@@ -232,12 +244,112 @@ class RunDir:
     def mark_failed(self, error: str) -> None:
         self.write_meta(status=STATUS_FAILED, end_time=now_iso(), error=error)
 
+    def mark_interrupted(self, signal_name: str, step: int | None = None, checkpoint: str | None = None) -> None:
+        self.write_meta(status=STATUS_INTERRUPTED, end_time=now_iso(), signal=signal_name,
+                        error=f"interrupted by {signal_name}" + (f" at step {step}" if step is not None else ""),
+                        interrupted_checkpoint=checkpoint)
+
     @property
     def status(self) -> str:
+        """meta.json's status, except that a `running` run whose process is gone reads `dead`."""
         meta = self.read_meta()
         if self.summary_file.exists() and meta.get("status") == STATUS_COMPLETED:
             return STATUS_COMPLETED
+        if meta.get("status") == STATUS_RUNNING:
+            alive, _ = self.liveness(meta)
+            return STATUS_RUNNING if alive is not False else STATUS_DEAD
         return meta.get("status", "unknown")
+
+    # one writer: the lock and the liveness of a run
+    @property
+    def lock_file(self) -> Path:
+        return self.path / LOCK_FILE
+
+    def lock_holder(self) -> dict[str, Any]:
+        """Who took the lock last (pid, host, since, command), as written into the lock file by `acquire`."""
+        try:
+            data = json.loads(self.lock_file.read_text() or "{}")
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def lock_state(self) -> bool | None:
+        """True: a live process holds the run's lock; False: nobody does; None: cannot tell (no lock file: a run
+        from before locks; or the lock cannot be taken here, e.g. a read-only file system).
+
+        The probe takes the lock for an instant with a fresh descriptor, so it also sees a holder in this process.
+        """
+        from filelock import FileLock, Timeout
+
+        if not self.lock_file.is_file():
+            return None
+        probe = FileLock(str(self.lock_file), timeout=0, fallback_to_soft=False, preserve_lock_file=True)
+        try:
+            probe.acquire()
+        except Timeout:
+            return True
+        except (OSError, RuntimeError):
+            return None
+        probe.release()
+        return False
+
+    def liveness(self, meta: dict[str, Any] | None = None) -> tuple[bool | None, str]:
+        """(alive, why) for a run whose meta.json says running: True alive, False dead, None unknown.
+
+        The lock decides where it can (the kernel drops a flock when its process dies, however it dies). A run on
+        another host with a fresh heartbeat counts as alive even when its lock looks free, because some network
+        file systems do not carry locks between hosts (NFS mounted with `nolock`). Without a lock file (runs from
+        before locks) the pid on this host, else the heartbeat's age, decides.
+        """
+        meta = self.read_meta() if meta is None else meta
+        pid, host = meta.get("pid"), meta.get("host")
+        holder = f"pid {pid} on {host}" if pid else f"a process on {host}"
+        age = heartbeat_age(meta)
+        beat = "no heartbeat" if age is None else f"last heartbeat {_ago(age)} ago"
+        held = self.lock_state()
+        if held:
+            return True, f"{holder} holds the run ({beat})"
+        here = host == socket.gethostname()
+        if held is False:
+            if not here and age is not None and age < STALE_SECONDS:
+                return True, f"{holder} ({beat}; its lock is not visible from this host)"
+            return False, f"{holder} is gone ({beat})"
+        if here and pid:
+            return (True, f"{holder} is alive ({beat})") if pid_alive(int(pid)) else (False, f"{holder} is gone ({beat})")
+        if age is None:
+            return None, f"{holder}: cannot tell (no lock file, no heartbeat)"
+        return (age < STALE_SECONDS), f"{holder} ({beat})"
+
+    def acquire(self, timeout: float = 5.0, command: str | None = None) -> RunLock:
+        """Take the run's lock for this process (one writer per run directory), or raise RunInUse naming the holder.
+
+        The lock file holds the new holder's pid, host, start time and command. A lock left by a dead process is
+        free (the kernel released it), so a killed run is taken over without any manual cleanup.
+        """
+        from filelock import FileLock, Timeout
+
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso(), "command": command}
+
+        def write_holder(fd: int) -> None:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, (json.dumps(info) + "\n").encode())
+
+        # fallback_to_soft=False: where flock is missing (some network file systems) fail loudly rather than
+        # silently switch to a marker file that a SIGKILL would leave behind
+        lock = FileLock(str(self.lock_file), fallback_to_soft=False, preserve_lock_file=True, on_acquired=write_holder)
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise RunInUse(self, self.lock_holder()) from None
+        meta = self.read_meta()
+        if meta.get("status") == STATUS_RUNNING and meta.get("host") != socket.gethostname():
+            age = heartbeat_age(meta)
+            if age is not None and age < STALE_SECONDS:  # the lock may not reach across hosts: trust the heartbeat
+                lock.release()
+                raise RunInUse(self, {"pid": meta.get("pid"), "host": meta.get("host"),
+                                      "since": meta.get("start_time"), "heartbeat": age})
+        return RunLock(self, lock)
 
     def checkpoints(self) -> list[Path]:
         """Checkpoint folders sorted by step."""
@@ -255,8 +367,93 @@ class RunDir:
         return cps[-1] if cps else None
 
     def truncate_metrics(self, max_step: int) -> None:
-        """Drop metric and sample rows logged after `max_step` (they will be logged again on resume)."""
-        for f in (self.metrics_file, self.samples_file):
+        """Before resuming from checkpoint `max_step`: drop the rows the resumed run will write again.
+
+        metrics.jsonl rows are logged at the end of their step: rows up to `max_step` stay. samples.jsonl rows
+        carry the global step at generation time, i.e. the rollouts of step s+1 are labelled s (TRL generates a
+        step's batch before it increments global_step), so the rows labelled `max_step` were generated after the
+        checkpoint and are generated again on resume: only rows before `max_step` stay.
+        """
+        for f, keep in ((self.metrics_file, lambda s: s <= max_step), (self.samples_file, lambda s: s < max_step)):
             if f.exists():
-                rows = [r for r in read_jsonl(f) if r.get("step", 0) <= max_step]
+                rows = [r for r in read_jsonl(f) if keep(r.get("step", 0))]
                 atomic_write_text(f, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+class RunInUse(ConfigError):
+    """Another process holds the run directory (rl train --resume, rl eval --force): one line naming it."""
+
+    def __init__(self, run: RunDir, holder: dict[str, Any]):
+        self.run, self.holder = run, holder
+        who = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
+        since = f", started {holder['since']}" if holder.get("since") else ""
+        beat = f", last heartbeat {_ago(holder['heartbeat'])} ago" if holder.get("heartbeat") is not None else ""
+        super().__init__(f"run directory in use by {who}{since}{beat}: {run.path} (stop that process first, "
+                         f"or wait for it to end)")
+
+
+class RunLock:
+    """The held lock of a run directory, plus the heartbeat thread that keeps meta.json's `heartbeat` fresh."""
+
+    def __init__(self, run: RunDir, lock: Any):
+        self.run, self._lock = run, lock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start_heartbeat(self, interval: float = HEARTBEAT_SECONDS) -> None:
+        def beat() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.run.write_meta(heartbeat=now_iso())
+                except Exception:  # noqa: BLE001 - a missed beat must never disturb training
+                    pass
+
+        self.run.write_meta(heartbeat=now_iso(), pid=os.getpid(), host=socket.gethostname())
+        self._thread = threading.Thread(target=beat, name="rl-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop_heartbeat(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def release(self) -> None:
+        self.stop_heartbeat()
+        if self._lock.is_locked:
+            self._lock.release(force=True)
+
+
+def heartbeat_age(meta: dict[str, Any]) -> float | None:
+    """Seconds since meta.json's heartbeat (None without one)."""
+    hb = meta.get("heartbeat")
+    if not hb:
+        return None
+    try:
+        return max(0.0, time.time() - dt.datetime.fromisoformat(hb).timestamp())
+    except (TypeError, ValueError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _ago(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"

@@ -33,15 +33,12 @@ def load_run_config(run: RunDir) -> TrainConfig:
 
 
 def _to_dataset(examples: list[dict[str, Any]], use_chat_template: bool):
+    """The TRL dataset; prompts are built by `workbench.prompts.training_prompt`, the definition rl eval shares."""
     from datasets import Dataset
 
-    rows = []
-    for x in examples:
-        row = dict(x)
-        if use_chat_template:
-            row["prompt"] = [{"role": "user", "content": x["prompt"]}]
-        rows.append(row)
-    return Dataset.from_list(rows)
+    from workbench.prompts import training_prompt
+
+    return Dataset.from_list([{**x, "prompt": training_prompt(x["prompt"], use_chat_template)} for x in examples])
 
 
 def _wandb_env(cfg: TrainConfig, run: RunDir, run_id: str, resume: bool) -> None:
@@ -85,48 +82,17 @@ def quiet_imports() -> None:
         import transformers.integrations.integration_utils  # noqa: F401
 
 
-def prepare(cfg: TrainConfig, progress: bool = True):
-    """Build everything that can fail on user input, before any run directory exists."""
+def prepare(cfg: TrainConfig, progress: bool = True, checked=None):
+    """Everything that can fail on user input (`workbench.checks.check_train`, the very checks `--dry-run` runs),
+    then the model; all before any run directory exists. `checked`: the result of an earlier check_train."""
     quiet_imports()
-    import torch
-
+    from workbench.checks import check_train
     from workbench.models import load_model_and_tokenizer
-    from workbench.shaping import build_terms
-    from workbench.tasks import build_task
 
-    task = build_task(cfg.task)
-    train_examples = task.examples("train")
-    eval_examples = task.examples("eval")
-    reward_terms = build_terms("reward", cfg.reward)
-    if not reward_terms:
-        raise ConfigError("reward: no reward terms selected; e.g. reward=[correctness,format]")
-    advantage_terms = build_terms("advantage", cfg.advantage)
-    regularizers = build_terms("regularizer", cfg.regularizer)
-    if cfg.algo.name == "rloo" and any(r.has_token_hook or r.has_loss for r in regularizers):
-        raise ConfigError("regularizer: loss-side terms (clip_cov, kl_cov, siren) work with algo=grpo only")
-    trl_options = dict(cfg.algo.trl)
-    for reg in regularizers:
-        trl_options.update(reg.trl_args())
-    on_cpu = not torch.cuda.is_available()
-    fixed = {
-        "output_dir": "checkpoints",  # replaced by the run directory's checkpoints/ once it exists
-        "seed": cfg.seed,
-        "reward_weights": [t.weight for t in reward_terms],
-        "report_to": "none",
-        "disable_tqdm": True,
-        "save_strategy": "steps",
-        "logging_strategy": "steps",
-    }
-    if on_cpu:
-        # GRPOConfig defaults to bf16 mixed precision, which needs a GPU.
-        fixed.update(use_cpu=True, bf16=False, fp16=False)
-    if cfg.algo.name == "grpo" and "scale_rewards" not in trl_options:
-        trl_options["scale_rewards"] = "none"
-    from workbench.trainers import build_trl_args
-
-    args = build_trl_args(cfg.algo.name, trl_options, fixed)
-    model, tokenizer, info = load_model_and_tokenizer(cfg.model, task, progress=progress)
-    return task, train_examples, eval_examples, reward_terms, advantage_terms, regularizers, args, model, tokenizer, info
+    c = checked if checked is not None else check_train(cfg)
+    model, tokenizer, info = load_model_and_tokenizer(cfg.model, c.task, progress=progress)
+    return (c.task, c.train_examples, c.eval_examples, c.reward_terms, c.advantage_terms, c.regularizers, c.args,
+            model, tokenizer, info)
 
 
 def _evaluate(cfg, model, tokenizer, task, eval_examples, args, seed: int) -> dict[str, float]:

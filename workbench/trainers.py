@@ -33,9 +33,10 @@ from trl import GRPOTrainer, RLOOTrainer
 
 from workbench.config import ConfigError, PriceConfig
 from workbench.runs import RunDir, append_jsonl
-from workbench.shaping.cost import token_cost
+from workbench.prompts import prompt_text
 from workbench.shaping.base import AdvantageTransform, Regularizer, RewardTerm, Rollouts
-from workbench.tasks.base import THINK_CLOSE, Task
+from workbench.signals import ThinkSplitter, completion_text, phase_masks, token_cost, tool_call_count
+from workbench.tasks.base import Task, is_correct
 
 
 
@@ -53,26 +54,6 @@ class TermReward:
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
         out = self.trainer._term_outputs[self.__name__]
         return out[self.trainer._process_slice].tolist()
-
-
-def phase_masks(completion_ids: torch.Tensor, mask: torch.Tensor, close_id: int | None):
-    """(think_mask, answer_mask, has_close) from token ids: think = up to and including the first `</think>`.
-
-    Without `</think>` (or when the tokenizer has no single `</think>` token) every token counts as thinking.
-    """
-    mask = mask.bool()
-    if close_id is None:
-        has_close = torch.zeros(completion_ids.size(0), dtype=torch.bool, device=completion_ids.device)
-        return mask, torch.zeros_like(mask), has_close
-    is_close = (completion_ids == close_id) & mask
-    has_close = is_close.any(dim=1)
-    # position of the first close tag (T when absent)
-    T = completion_ids.size(1)
-    idx = torch.arange(T, device=completion_ids.device).expand_as(completion_ids)
-    first = torch.where(is_close, idx, torch.full_like(idx, T)).min(dim=1).values
-    think = (idx <= first.unsqueeze(1)) & mask
-    answer = (idx > first.unsqueeze(1)) & mask
-    return think, answer, has_close
 
 
 def _masked_mean(x: torch.Tensor, m: torch.Tensor) -> float:
@@ -110,8 +91,7 @@ class ShapingMixin:
         tok = self.processing_class
         for term in [*reward_terms, *advantage_terms, *regularizers]:
             term.bind_tokenizer(tok)
-        ids = tok.encode(THINK_CLOSE, add_special_tokens=False) if tok is not None else []
-        self.think_close_id = ids[0] if len(ids) == 1 else None
+        self.splitter = ThinkSplitter(tok)  # the think/answer boundary, as rl eval finds it (workbench.signals)
         self._term_outputs: dict[str, torch.Tensor] = {}
         self._process_slice = slice(None)
         self._batch: dict[str, Any] | None = None
@@ -190,12 +170,16 @@ class ShapingMixin:
         self._process_slice = slice(rank * n_local, (rank + 1) * n_local)
 
         eos = self._eos_ids()
-        correct = torch.tensor([self.task.score(c, x) for c, x in zip(completions, inputs)], dtype=torch.float32)
+        # Conversational prompts make TRL hand completions over as chat messages: every term, scorer and file sees text.
+        texts = [completion_text(c) for c in completions]
+        scores = torch.tensor([float(self.task.score(t, x)) for t, x in zip(texts, inputs)], dtype=torch.float32)
+        correct = torch.tensor([float(is_correct(s)) for s in scores.tolist()], dtype=torch.float32)
         lengths = torch.tensor([len(c) for c in completion_ids_list], dtype=torch.long)
         truncated = torch.tensor([len(c) > 0 and c[-1] not in eos for c in completion_ids_list], dtype=torch.bool)
         prompt_ids = self._last_prompt_ids or [[] for _ in prompts]
         prompt_lengths = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)
-        local = {"correct": correct, "lengths": lengths, "truncated": truncated, "prompt_lengths": prompt_lengths}
+        local = {"correct": correct, "scores": scores, "lengths": lengths, "truncated": truncated,
+                 "prompt_lengths": prompt_lengths}
         if "entropy" in self.needs:
             local_ent = self._gen_entropies
             longest = max((len(c) for c in completion_ids_list), default=0)
@@ -206,16 +190,13 @@ class ShapingMixin:
                 local_ent = local_ent[:, : max(1, longest)]
         # gather to the whole generation batch so every group is complete on every process
         glob = {k: gather(v.to(device)).cpu() for k, v in local.items()}
-        all_completions = gather_object(list(completions))
+        all_completions = gather_object(texts)
         all_ids = gather_object([list(c) for c in completion_ids_list])
         all_keys = gather_object([x.get("id", i) for i, x in enumerate(inputs)])
         T = max(1, max(len(c) for c in all_ids))
         mask = torch.zeros(len(all_ids), T)
-        ids_t = torch.full((len(all_ids), T), -1, dtype=torch.long)
         for i, c in enumerate(all_ids):
             mask[i, : len(c)] = 1
-            if c:
-                ids_t[i, : len(c)] = torch.tensor(c)
         group_size = self.num_generations if mode == "train" else (self.num_generations_eval or self.num_generations)
         rollouts = Rollouts(
             completions=all_completions,
@@ -224,6 +205,7 @@ class ShapingMixin:
             prompt_lengths=glob["prompt_lengths"],
             truncated=glob["truncated"],
             correct=glob["correct"],
+            scores=glob["scores"],
             group_size=group_size,
             prompt_keys=all_keys,
             max_completion_length=self.args.max_completion_length,
@@ -240,12 +222,12 @@ class ShapingMixin:
             rollouts.entropies[:, :w] = ent[:, :w] * mask[:, :w]
         if self.needs & {"phase", "entropy"}:
             rollouts.think_mask, rollouts.answer_mask, rollouts.has_think_close = phase_masks(
-                ids_t, mask, self.think_close_id
+                [self.splitter.boundary(c) for c in all_ids], [len(c) for c in all_ids], T
             )
         if "answers" in self.needs:
             rollouts.answers = [self.task.extract_answer(c) for c in all_completions]
         if "tool_calls" in self.needs:
-            rollouts.tool_calls = torch.tensor([c.count("<tool_call>") for c in all_completions], dtype=torch.float32)
+            rollouts.tool_calls = torch.tensor([tool_call_count(c) for c in all_completions], dtype=torch.float32)
 
         outputs: dict[str, torch.Tensor] = {}
         total = torch.zeros(len(all_ids))
@@ -325,7 +307,7 @@ class ShapingMixin:
                 self.run.samples_file,
                 {
                     "step": step,
-                    "prompt": x.get("prompt"),
+                    "prompt": prompt_text(x.get("prompt")),
                     "answer": x.get("answer"),
                     "completion": r.completions[i],
                     "correct": bool(r.correct[i]),
@@ -388,13 +370,19 @@ class ShapingMixin:
         if self.token_regs:
             inputs["advantages"] = adv
         self._loss_capture = {"logps": logps, "old_logps": old, "advantages": adv, "mask": mask, "entropies": entropies}
-        self._log_phase_entropy(inputs["completion_ids"], mask, entropies)
+        self._log_phase_entropy(inputs["completion_ids"], inputs["completion_mask"], mask, entropies)
         return logps, entropies, aux
 
-    def _log_phase_entropy(self, completion_ids, mask, entropies) -> None:
+    def _log_phase_entropy(self, completion_ids, completion_mask, mask, entropies) -> None:
+        """entropy/think and entropy/answer of the training forward pass; `mask` = the loss mask (tool results out)."""
         if entropies is None:
             return
-        think, answer, _ = phase_masks(completion_ids, mask, self.think_close_id)
+        lengths = completion_mask.long().sum(dim=1).tolist()  # completion tokens (through EOS) of each row
+        rows = completion_ids.tolist()
+        think, answer, _ = phase_masks([self.splitter.boundary(r[:n]) for r, n in zip(rows, lengths)], lengths,
+                                       completion_ids.size(1))
+        think = think.to(entropies.device).float() * mask
+        answer = answer.to(entropies.device).float() * mask
         ent = entropies.detach().float()
         stats = torch.stack(
             [(ent * think).sum(), think.sum(), (ent * answer).sum(), answer.sum()]

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from workbench.prompts import add_special_tokens, render_prompt
+
 
 class EntropyRecorder(LogitsProcessor):
     """Records, at every generated step, the entropy of the sampling distribution softmax(logits / T).
@@ -74,12 +76,6 @@ class Sample:
     entropy: list[float] | None = None  # per-token entropy of the sampling distribution
 
 
-def format_prompt(tokenizer, prompt: str, use_chat_template: bool) -> str:
-    if use_chat_template and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-    return prompt
-
-
 @torch.no_grad()
 def sample(
     model,
@@ -105,14 +101,15 @@ def sample(
     tokenizer.padding_side = "left"
     eos = model.generation_config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else {tokenizer.eos_token_id}
-    jobs = [(i, format_prompt(tokenizer, p, use_chat_template)) for i, p in enumerate(prompts) for _ in range(n)]
+    jobs = [(i, render_prompt(tokenizer, p, use_chat_template)) for i, p in enumerate(prompts) for _ in range(n)]
+    specials = add_special_tokens(use_chat_template, tokenizer)  # exactly as TRL tokenizes (workbench.prompts)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
     out: list[Sample] = []
     try:
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start : start + batch_size]
-            enc = tokenizer([t for _, t in chunk], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            enc = tokenizer([t for _, t in chunk], return_tensors="pt", padding=True, add_special_tokens=specials).to(device)
             recorder = EntropyRecorder(temperature) if with_entropy else None
             kwargs: dict[str, Any] = dict(
                 max_new_tokens=max_new_tokens,

@@ -35,13 +35,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from workbench.config import (
-    DTYPES,
-    MODEL_KINDS,
     PROMPT_STYLES,
     ConfigError,
     ModelConfig,
     PriceConfig,
     TaskConfig,
+    check_model,
     from_dict,
 )
 from workbench.runs import RunDir, atomic_write_json, atomic_write_text, now_iso, read_json, read_jsonl, sanitize_name
@@ -54,8 +53,6 @@ TRL_DEFAULT_MAX_COMPLETION = 256
 #: Label (folder under eval/) of a model evaluated without a run directory.
 RUNLESS_LABEL = "model"
 METRICS_FILE, SAMPLES_FILE = "metrics.json", "samples.jsonl"
-#: A score at or above this counts as correct (task scorers return 0.0 or 1.0).
-CORRECT_THRESHOLD = 0.5
 _OVERRIDABLE_WITH_RUN = ("eval", "task", "price")
 
 
@@ -131,11 +128,8 @@ def to_eval_config(data: dict[str, Any]) -> EvalRootConfig:
     data = dict(data)
     data.pop("hydra", None)
     cfg = from_dict(EvalRootConfig, data)
-    _choice("model.kind", cfg.model.kind, MODEL_KINDS)
-    _choice("model.dtype", cfg.model.dtype, DTYPES)
+    check_model(cfg.model)
     _choice("task.prompt_style", cfg.task.prompt_style, PROMPT_STYLES)
-    if cfg.model.kind == "hf" and not cfg.model.name_or_path:
-        raise ConfigError("model.name_or_path must be set when model.kind=hf")
     validate_eval(cfg.eval)
     return cfg
 
@@ -346,6 +340,8 @@ def plan_run_eval(run_dir: str | Path, overrides: list[str] | None = None, check
 
 def model_label(model: ModelConfig) -> str:
     """A readable name for a model: tiny, Qwen2.5-0.5B-Instruct, <run>-final, <run>-checkpoint-40, ..."""
+    if model.kind == "hf" and model.gguf_file:
+        return sanitize_name(Path(model.gguf_file.split(":")[-1]).stem)
     if model.kind == "tiny" or not model.name_or_path:
         return "tiny" if model.kind == "tiny" else "model"
     p = Path(model.name_or_path.rstrip("/"))
@@ -359,6 +355,8 @@ def _model_identity(model: ModelConfig, model_dir: Path | None, label: str | Non
         ident["checkpoint"] = label
     elif model.kind == "tiny":
         ident["tiny"] = dataclasses.asdict(model.tiny)
+    elif model.gguf_file:
+        ident["gguf_file"] = model.gguf_file
     else:
         ident["name_or_path"] = str(model_dir.resolve()) if model_dir is not None else model.name_or_path
     if model.lora.enabled:
@@ -383,16 +381,19 @@ def plan_model_eval(overrides: list[str] | None = None) -> EvalPlan:
 
     overrides = list(overrides or [])
     cfg = to_eval_config(compose("eval", overrides))
-    if cfg.model.kind == "hf":
+    model_dir = None
+    if cfg.model.kind == "hf" and cfg.model.gguf_file:
+        from workbench.models.gguf import resolve_gguf_file
+
+        resolve_gguf_file(cfg.model.gguf_file)  # a missing file fails here, before anything is written
+    elif cfg.model.kind == "hf":
         local = Path(cfg.model.name_or_path).expanduser()
         from workbench.models.hf import is_path_like
 
         if not local.is_dir() and is_path_like(cfg.model.name_or_path):
             raise ConfigError(f"model.name_or_path: directory not found: {cfg.model.name_or_path}")
+        model_dir = local if local.is_dir() else None
     task, examples = _resolve(cfg, DEFAULT_MAX_NEW_TOKENS)
-    model_dir = None
-    if cfg.model.kind == "hf" and Path(cfg.model.name_or_path).expanduser().is_dir():
-        model_dir = Path(cfg.model.name_or_path).expanduser()
     ident = {"model": _model_identity(cfg.model, model_dir), "task": dataclasses.asdict(cfg.task)}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
     base = Path(cfg.runs_dir) / "eval" / f"{model_label(cfg.model)}_{digest}"
@@ -426,53 +427,22 @@ def eval_identity(plan: EvalPlan, target: Target) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- samples -> rows
 
 
-def think_boundary(ids: list[int], close_id: int | None, decode: Callable[[list[int]], str] | None = None,
-                   close_text: str = "</think>") -> int | None:
-    """Number of leading tokens up to and including the first `</think>`; None when there is none.
-
-    With a single-token `</think>` (`close_id`) this is a scan; otherwise the shortest prefix whose decoded text
-    contains `close_text` is found by binary search over `decode` (containment is monotone in the prefix).
-    """
-    if close_id is not None:
-        for i, t in enumerate(ids):
-            if t == close_id:
-                return i + 1
-        return None
-    if decode is None or close_text not in decode(ids):
-        return None
-    lo, hi = 1, len(ids)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if close_text in decode(ids[:mid]):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
-def _mean(values: list[float]) -> float | None:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    return float(sum(vals) / len(vals)) if vals else None
-
-
-def phase_entropy(entropy: list[float] | None, boundary: int | None) -> tuple[float | None, float | None, float | None]:
-    """(mean, think, answer) token entropy of one sample. Think = tokens up to and including `</think>`; without
-    `</think>` every token is thinking (as in training's phase masks) and the answer phase is None."""
-    if not entropy:
-        return None, None, None
-    cut = len(entropy) if boundary is None else min(boundary, len(entropy))
-    return _mean(entropy), _mean(entropy[:cut]), _mean(entropy[cut:]) if cut < len(entropy) else None
-
-
 def sample_cost(prompt_tokens: int, completion_tokens: int, price: PriceConfig) -> float:
-    """$ of one attempt: prompt tokens x prompt price + completion tokens x completion price (per million)."""
-    return prompt_tokens * price.prompt_per_million / 1e6 + completion_tokens * price.completion_per_million / 1e6
+    """$ of one attempt at the run's prices (`workbench.signals.token_cost`, the formula training uses)."""
+    from workbench.signals import token_cost
+
+    return token_cost(prompt_tokens, completion_tokens, price.prompt_per_million, price.completion_per_million)
 
 
 def build_rows(samples: list[Any], examples: list[dict[str, Any]], task: Any, prompt_tokens: list[int],
-               price: PriceConfig, close_id: int | None = None,
-               decode: Callable[[list[int]], str] | None = None) -> list[dict[str, Any]]:
-    """samples.jsonl rows from generate.Sample objects, scored by the task's own scorer."""
+               price: PriceConfig, splitter: Any = None) -> list[dict[str, Any]]:
+    """samples.jsonl rows from generate.Sample objects, scored by the task's own scorer.
+
+    `splitter` (a `workbench.signals.ThinkSplitter` for the model's tokenizer) finds the think/answer boundary;
+    without one there is no think phase information."""
+    from workbench.signals import phase_entropy
+    from workbench.tasks.base import is_correct
+
     rows = []
     seen: dict[int, int] = {}
     for s in samples:
@@ -480,7 +450,7 @@ def build_rows(samples: list[Any], examples: list[dict[str, Any]], task: Any, pr
         j = seen.get(s.problem, 0)
         seen[s.problem] = j + 1
         score = float(task.score(s.text, ex))
-        boundary = think_boundary(s.ids, close_id, decode)
+        boundary = splitter.boundary(s.ids) if splitter is not None else None
         ent, ent_think, ent_answer = phase_entropy(s.entropy, boundary)
         rows.append({
             "problem": s.problem,
@@ -491,7 +461,7 @@ def build_rows(samples: list[Any], examples: list[dict[str, Any]], task: Any, pr
             "completion": s.text,
             "answer": task.extract_answer(s.text),
             "score": score,
-            "correct": score >= CORRECT_THRESHOLD,
+            "correct": is_correct(score),
             "length": len(s.ids),
             "prompt_tokens": int(prompt_tokens[s.problem]),
             "truncated": bool(s.truncated),
@@ -559,18 +529,10 @@ def _progress_bar(enabled: bool, total: int, label: str):
     return (lambda done: bar.update(tid, completed=done)), bar.stop
 
 
-def think_close_id(tokenizer: Any) -> int | None:
-    from workbench.tasks.base import THINK_CLOSE
-
-    ids = tokenizer.encode(THINK_CLOSE, add_special_tokens=False)
-    return ids[0] if len(ids) == 1 else None
-
-
 def prompt_token_counts(tokenizer: Any, prompts: list[str], use_chat_template: bool) -> list[int]:
-    from workbench.evaluation.generate import format_prompt
+    from workbench.prompts import prompt_token_ids
 
-    return [len(tokenizer(format_prompt(tokenizer, p, use_chat_template), add_special_tokens=False)["input_ids"])
-            for p in prompts]
+    return [len(prompt_token_ids(tokenizer, p, use_chat_template)) for p in prompts]
 
 
 def generate_hf(model: Any, tokenizer: Any, prompts: list[str], e: EvalConfig, use_chat_template: bool,
@@ -605,9 +567,9 @@ def generate_rows(model: Any, tokenizer: Any, task: Any, examples: list[dict[str
         samples, batch = generate_hf(model, tokenizer, prompts, e, use_chat_template, progress)
     seconds = time.perf_counter() - start
     counts = prompt_token_counts(tokenizer, prompts, use_chat_template)
-    cid = think_close_id(tokenizer)
-    rows = build_rows(samples, examples, task, counts, price, cid,
-                      decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=False))
+    from workbench.signals import ThinkSplitter
+
+    rows = build_rows(samples, examples, task, counts, price, ThinkSplitter(tokenizer))
     tokens = sum(r["length"] for r in rows)
     perf = {
         "backend": backend,
@@ -723,7 +685,7 @@ def evaluate_target(plan: EvalPlan, target: Target, force: bool = False, progres
         "checkpoint": target.label,
         "step": target.step,
         "run_dir": str(plan.run.path) if plan.run is not None else None,
-        "model": target.model.name_or_path if target.model.kind == "hf" else "tiny",
+        "model": (target.model.name_or_path or target.model.gguf_file) if target.model.kind == "hf" else "tiny",
         "task": cfg.task.name,
         "num_problems": P,
         "n": e.n,

@@ -45,11 +45,12 @@ def sample(model_path: str, tokenizer: Any, prompts: list[str], n: int, temperat
     """Same contract as `workbench.evaluation.generate.sample`: len(prompts) * n Samples, problem-major."""
     from vllm import LLM, SamplingParams
 
-    from workbench.evaluation.generate import Sample, format_prompt
+    from workbench.evaluation.generate import Sample
+    from workbench.prompts import render_prompt
 
     llm = LLM(model=model_path, tokenizer=model_path, seed=seed)
     params = SamplingParams(n=n, temperature=temperature, max_tokens=max_new_tokens, logprobs=TOP_LOGPROBS, seed=seed)
-    texts = [format_prompt(tokenizer, p, use_chat_template) for p in prompts]
+    texts = [render_prompt(tokenizer, p, use_chat_template) for p in prompts]
     out = []
     for i, request in enumerate(llm.generate(texts, params)):
         for comp in request.outputs:

@@ -4,7 +4,8 @@
   task's text, warm-started by supervised training on the task's reference traces and cached by config hash
   under `<cache>/tiny/<hash>/` (see `workbench.models.tiny`).
 - `hf`: any causal LM that `transformers` can load by hub name (from the local HF cache) or from a local
-  directory, e.g. a run's `final/` folder (see `workbench.models.hf`).
+  directory, e.g. a run's `final/` folder (see `workbench.models.hf`); or a GGUF file (`gguf_file`), converted
+  once to an HF directory cached under `<cache>/gguf/` (see `workbench.models.gguf`; `model=smollm2-135m`).
 
 LoRA (peft) is applied on top of either kind when `model.lora.enabled` is true.
 
@@ -98,6 +99,17 @@ def load_model_and_tokenizer(
 
         cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         model, tokenizer, info = load_tiny(cfg, task, cache, progress=progress, padding_side=padding_side)
+    elif cfg.kind == "hf" and cfg.gguf_file:
+        import dataclasses
+
+        from workbench.models.gguf import convert_gguf
+        from workbench.models.hf import load_hf
+
+        cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        folder, gguf_info = convert_gguf(cfg.gguf_file, cache, progress=progress)
+        model, tokenizer, info = load_hf(dataclasses.replace(cfg, name_or_path=str(folder), gguf_file=None),
+                                         padding_side=padding_side)
+        info.update(gguf_info, name_or_path=str(folder))
     elif cfg.kind == "hf":
         from workbench.models.hf import load_hf
 

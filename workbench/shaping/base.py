@@ -41,7 +41,7 @@ class Rollouts:
     lengths: torch.Tensor  # (B,) long: completion tokens
     prompt_lengths: torch.Tensor  # (B,) long: prompt tokens
     truncated: torch.Tensor  # (B,) bool: hit max_completion_length without EOS
-    correct: torch.Tensor  # (B,) float in {0, 1}
+    correct: torch.Tensor  # (B,) float in {0, 1}: the task score counts as correct (tasks.base.is_correct)
     group_size: int  # G
     prompt_keys: list[Any]  # a stable id per rollout's prompt (dataset `id`), for cross-step state (HAPO)
     max_completion_length: int
@@ -56,6 +56,8 @@ class Rollouts:
     price_prompt: float = 0.15  # the run's token prices, $ per 1M tokens (conf/train.yaml price.*)
     price_completion: float = 0.60
     tool_calls: torch.Tensor | None = None  # (B,) float ("tool_calls")
+    # (B,) float in [0, 1]: the task scorer's raw score (partial credit kept); None means `correct` is the score
+    scores: torch.Tensor | None = None
     # Raw (unweighted) outputs of reward terms computed earlier in the list, by name; combiners read these.
     term_rewards: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -188,8 +190,42 @@ def build_terms(kind: str, options_by_name: dict[str, dict[str, Any]]) -> list[T
         for key in options:
             if key not in valid:
                 raise ConfigError(f"unknown key '{kind}.{name}.{key}'; valid keys: {', '.join(sorted(valid))}")
+        options = _check_options(cls, options, f"{kind}.{name}")
         try:
             terms.append(cls(**options))
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{kind}.{name}: {e}") from None
     return terms
+
+
+def _check_options(cls: type[Term], options: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Types from the constructor's annotations (a number where a float is declared, ...) and finiteness of every
+    number, nested ones included: `reward.format.weight=nan` must fail here, not train with the term dropped."""
+    import math
+    import typing
+
+    from workbench.config import _coerce
+
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - an annotation that cannot be resolved is simply not checked
+        hints = {}
+    out = {}
+    for key, value in options.items():
+        full = f"{prefix}.{key}"
+        if key in hints:
+            value = _coerce(value, hints[key], full)
+
+        def finite(v: Any, where: str) -> None:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{where}={v}: expected a finite number")
+            if isinstance(v, dict):
+                for k, x in v.items():
+                    finite(x, f"{where}.{k}")
+            elif isinstance(v, (list, tuple)):
+                for i, x in enumerate(v):
+                    finite(x, f"{where}[{i}]")
+
+        finite(value, full)
+        out[key] = value
+    return out

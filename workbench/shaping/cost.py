@@ -13,23 +13,7 @@ from typing import Any
 import torch
 
 from workbench.shaping.base import RewardTerm, Rollouts, register
-
-PER_MILLION = 1e-6
-
-
-def token_cost(
-    prompt_lengths: torch.Tensor, lengths: torch.Tensor, price_prompt: float, price_completion: float
-) -> torch.Tensor:
-    """$ per rollout: prompt_tokens * price_prompt + completion_tokens * price_completion, prices in $ per 1M tokens.
-
-    The trainer and ``rl eval`` use this to fill ``rollouts.cost`` and compute ``cost/mean`` and
-    ``cost/per_correct`` (cost of pass = total $ / number correct), so the reward and the metric share one formula.
-
-    >>> [round(x, 8) for x in token_cost(torch.tensor([100, 100]), torch.tensor([1000, 0]), 1.0, 2.0).tolist()]
-    [0.0021, 0.0001]
-    """
-    return (prompt_lengths.double() * price_prompt + lengths.double() * price_completion).float() * PER_MILLION
-
+from workbench.signals import PER_MILLION, token_cost
 
 @register
 class CostTokens(RewardTerm):

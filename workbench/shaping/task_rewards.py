@@ -10,7 +10,8 @@ from workbench.tasks.base import THINK_CLOSE, THINK_OPEN
 
 @register
 class Correctness(RewardTerm):
-    """1 for a correct final answer, else 0, as judged by the task's scorer (the one `rl eval` uses).
+    """The task scorer's score of the final answer (the scorer `rl eval` uses): 1 correct, 0 wrong, and for
+    tasks that give partial credit (reasoning-gym datasets) the score itself, in [0, 1].
 
     >>> import torch
     >>> r = Rollouts(["a", "b"], [[1], [2]], torch.tensor([1, 1]), torch.tensor([3, 3]),
@@ -23,7 +24,7 @@ class Correctness(RewardTerm):
     needs = frozenset({"correct"})
 
     def __call__(self, rollouts: Rollouts) -> torch.Tensor:
-        return rollouts.correct.float()
+        return (rollouts.scores if rollouts.scores is not None else rollouts.correct).float()
 
 
 @register

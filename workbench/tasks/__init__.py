@@ -1,11 +1,14 @@
 """Tasks: prompts plus the scorer shared by training rewards and `rl eval`.
 
-`TASKS` maps the `task.name` values of conf/task/*.yaml to Task classes; `build_task(cfg)` builds one and turns
-every configuration mistake (unknown name, missing file or column, bad reasoning-gym params) into a one-line
-`ConfigError`. Importing this package is cheap: reasoning-gym, datasets and math-verify load on first use.
+`TASKS` maps the `task.kind` values (or, where `kind` is unset, the `task.name` values) of conf/task/*.yaml to
+Task classes; `build_task(cfg)` builds one and turns every configuration mistake (unknown name, missing file or
+column, bad reasoning-gym params) into a one-line `ConfigError`. `task=gym` sets `kind: gym`, which frees
+`task.name` to name any reasoning-gym dataset. Importing this package is cheap: reasoning-gym, datasets and
+math-verify load on first use.
 
 Example dicts carry `prompt`, `answer` (str), `id` (index within the split) and `question` (natural text),
-plus task-specific columns (`expression` for arithmetic/chain_sum, `numbers`/`target` for countdown).
+plus task-specific columns (`expression` for arithmetic/chain_sum, `numbers`/`target` for countdown, `entry` for
+gym: the reasoning-gym entry as JSON).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 from workbench.config import PROMPT_STYLES, ConfigError, TaskConfig
 from workbench.tasks.base import THINK_CLOSE, THINK_OPEN, Task, split_think
 from workbench.tasks.files import FileTask
-from workbench.tasks.gym import ArithmeticTask, ChainSumTask, CountdownTask
+from workbench.tasks.gym import ArithmeticTask, ChainSumTask, CountdownTask, GymDatasetTask
 from workbench.tasks.hf import HFTask
 
 TASKS: dict[str, type[Task]] = {
@@ -21,19 +24,26 @@ TASKS: dict[str, type[Task]] = {
     "chain_sum": ChainSumTask,
     "countdown": CountdownTask,
     "file": FileTask,
+    "gym": GymDatasetTask,
     "hf": HFTask,
 }
 
 
 def build_task(cfg: TaskConfig) -> Task:
-    """The Task named by `cfg.name`, configured by `cfg`; raises a one-line ConfigError on bad settings."""
-    if cfg.name not in TASKS:
+    """The Task named by `cfg.kind` (or `cfg.name` when kind is unset), configured by `cfg`; raises a one-line
+    ConfigError on bad settings."""
+    if cfg.kind is not None:
+        if cfg.kind not in TASKS:
+            raise ConfigError(f"task.kind={cfg.kind!r} is not valid; choose one of: {', '.join(TASKS)}")
+    elif cfg.name == "gym":
+        raise ConfigError("task.name=gym: pick the reasoning-gym dataset with task=gym task.name=<dataset>")
+    elif cfg.name not in TASKS:
         raise ConfigError(f"task.name={cfg.name!r} is not valid; choose one of: {', '.join(TASKS)}")
     if cfg.prompt_style not in PROMPT_STYLES:
         raise ConfigError(
             f"task.prompt_style={cfg.prompt_style!r} is not valid; choose one of: {', '.join(PROMPT_STYLES)}"
         )
-    return TASKS[cfg.name](cfg)
+    return TASKS[cfg.kind or cfg.name](cfg)
 
 
 __all__ = [
@@ -44,6 +54,7 @@ __all__ = [
     "ChainSumTask",
     "CountdownTask",
     "FileTask",
+    "GymDatasetTask",
     "HFTask",
     "Task",
     "build_task",

@@ -11,6 +11,14 @@ from typing import Any
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
+#: A score at or above this counts as correct (accuracy, pass@k, the `correct` signal). Binary scorers return 0/1;
+#: scorers with partial credit (reasoning-gym datasets) pass their score through as the reward.
+CORRECT_THRESHOLD = 0.5
+
+
+def is_correct(score: float) -> bool:
+    """Whether a task score counts as a correct answer (the one rule for training and `rl eval`)."""
+    return float(score) >= CORRECT_THRESHOLD
 
 
 def split_think(completion: str) -> tuple[str, str, bool]:
@@ -46,7 +54,8 @@ class Task(ABC):
 
     @abstractmethod
     def score(self, completion: str, example: dict[str, Any]) -> float:
-        """1.0 if the completion's final answer is correct for `example`, else 0.0."""
+        """A score in [0, 1] for the completion's final answer: 1.0 correct, 0.0 wrong, in between partial credit
+        (counted as correct from CORRECT_THRESHOLD on)."""
 
     def warm_start_completion(self, example: dict[str, Any], rng: random.Random, verbose: bool) -> str | None:
         """A correct reference completion used for the tiny model's supervised warm start.

@@ -1,4 +1,5 @@
-"""Procedural tasks generated offline by reasoning-gym: arithmetic, chain_sum, countdown.
+"""Procedural tasks generated offline by reasoning-gym: the arithmetic, chain_sum and countdown presets, and
+`gym`, any reasoning-gym dataset by name (`task=gym task.name=gsm_symbolic`).
 
 Generation is deterministic: the train split uses `task.seed`, the eval split `task.seed + EVAL_SEED_OFFSET`,
 and eval problems already in the train split (or repeated within eval) are skipped, so the splits never share
@@ -9,6 +10,9 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
+import json
+import math
 import random
 import re
 from fractions import Fraction
@@ -76,9 +80,10 @@ class GymTask(Task):
         train_gen = self._generator(cfg.seed, cfg.train_size)
         train = [self._example(self._item(train_gen, i)) for i in range(cfg.train_size)]
         seen: set[Hashable] = {self._key(ex) for ex in train}
-        eval_gen = self._generator(cfg.seed + EVAL_SEED_OFFSET, cfg.eval_size)
-        evals: list[dict[str, Any]] = []
         idx, limit = 0, 50 * cfg.eval_size + 1000
+        # sized to every index the loop may read: some datasets (gsm_symbolic) raise past their `size`
+        eval_gen = self._generator(cfg.seed + EVAL_SEED_OFFSET, limit)
+        evals: list[dict[str, Any]] = []
         while len(evals) < cfg.eval_size and idx < limit:
             ex = self._example(self._item(eval_gen, idx))
             idx += 1
@@ -258,3 +263,122 @@ def _evaluate(node: ast.AST, steps: list[str]) -> Fraction:
         steps.append(f"{_fmt(left)}{sym}{_fmt(right)}={_fmt(value)}.")
         return value
     raise ValueError(f"unsupported expression node {ast.dump(node)}")
+
+
+# ---------------------------------------------------------------------------------------------- any dataset
+
+LIST_HINT = "list them with: python -c 'import reasoning_gym; print(sorted(reasoning_gym.factory.DATASETS))'"
+
+
+class GymDatasetTask(GymTask):
+    """Any reasoning-gym dataset, named by `task.name` (conf/task/gym.yaml sets `task.kind=gym`).
+
+    Prompt: the dataset's question, plus the think instruction in natural style (the question alone in compact
+    style). Score: the dataset's own `score_answer` on the text after `</think>`, partial credit kept as a float in
+    [0, 1]; a scorer that raises scores 0. Each example keeps the whole reasoning-gym entry (question, answer,
+    metadata) in its `entry` column as JSON (see `encode_entry`), which is all `score_answer` reads. `answer` is the
+    reference answer as a string ("" for datasets that accept any valid solution and have none). No warm-start
+    traces: model=tiny cannot train on these (use model=hf).
+    """
+
+    name = "gym"
+
+    def __init__(self, cfg: TaskConfig):
+        from reasoning_gym.factory import DATASETS
+
+        if cfg.name not in DATASETS:
+            close = difflib.get_close_matches(cfg.name, list(DATASETS), n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ConfigError(
+                f"task.name={cfg.name!r} is not a reasoning-gym dataset (task=gym task.name=<dataset>); "
+                f"{hint}{LIST_HINT}"
+            )
+        self.rg_name = self.name = cfg.name
+        super().__init__(cfg)
+
+    def _generator(self, seed: int, size: int) -> Any:
+        try:
+            return super()._generator(seed, size)
+        except ConfigError:
+            raise
+        except Exception as e:  # any dataset's constructor: report it as a config problem, on one line
+            raise ConfigError(f"task.params for {self.rg_name} are invalid: {_one_line(e)}") from None
+
+    def _item(self, generator: Any, idx: int) -> dict[str, Any]:
+        try:
+            return generator[idx]
+        except Exception as e:
+            raise ConfigError(f"task.params for {self.rg_name}: generation failed: {_one_line(e)}") from None
+
+    def _example(self, item: dict[str, Any]) -> dict[str, Any]:
+        question = str(item["question"])
+        prompt = question if self.cfg.prompt_style == "compact" else self._natural(question.rstrip())
+        answer = item.get("answer")
+        entry = {"question": question, "answer": answer, "metadata": item.get("metadata", {})}
+        return {"prompt": prompt, "answer": "" if answer is None else str(answer), "id": -1, "question": question,
+                "entry": encode_entry(entry)}
+
+    def extract_answer(self, completion: str) -> str | None:
+        return answer_text(completion)
+
+    def score(self, completion: str, example: dict[str, Any]) -> float:
+        answer = self.extract_answer(completion)
+        if answer is None:
+            return 0.0
+        try:
+            value = float(self._rg.score_answer(answer, decode_entry(example["entry"])))
+        except Exception:  # scorers parse free text (some with sympy) and may raise on odd input: wrong
+            return 0.0
+        return min(max(value, 0.0), 1.0) if math.isfinite(value) else 0.0
+
+    def warm_start_completion(self, example: dict[str, Any], rng: random.Random, verbose: bool) -> str | None:
+        return None
+
+
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]
+
+
+# reasoning-gym metadata holds tuples (grids compared by ==), dicts with int keys and numpy scalars: plain JSON
+# would turn them into lists / str keys and break some scorers, so those are tagged and restored exactly.
+_TUPLE, _SET, _ITEMS = "__tuple__", "__set__", "__items__"
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) for k in obj):
+            return {str(k): _plain(v) for k, v in obj.items()}
+        return {_ITEMS: [[_plain(k), _plain(v)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {_TUPLE: [_plain(v) for v in obj]}
+    if isinstance(obj, (set, frozenset)):
+        return {_SET: sorted((_plain(v) for v in obj), key=repr)}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    if type(obj).__module__ == "numpy" and hasattr(obj, "item"):  # numpy scalars
+        return _plain(obj.item())
+    if isinstance(obj, (bool, int, float)) or obj is None:
+        return obj
+    return str(obj)  # str subclasses (numpy.str_) and anything exotic
+
+
+def _restore(d: dict[str, Any]) -> Any:
+    if len(d) == 1:
+        ((key, value),) = d.items()
+        if key == _TUPLE:
+            return tuple(value)
+        if key == _SET:
+            return set(value)
+        if key == _ITEMS:
+            return {k: v for k, v in value}
+    return d
+
+
+def encode_entry(entry: dict[str, Any]) -> str:
+    """A reasoning-gym entry as a JSON string (one string column, so `datasets.Dataset` takes any metadata)."""
+    return json.dumps(_plain(entry), ensure_ascii=False)
+
+
+def decode_entry(text: str) -> dict[str, Any]:
+    """The inverse of `encode_entry`: tuples, sets and non-string dict keys come back as they were."""
+    return json.loads(text, object_hook=_restore)
