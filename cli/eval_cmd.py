@@ -166,6 +166,11 @@ def eval_command(
             if checkpoint is not None:
                 raise ConfigError("--checkpoint needs a RUN_DIR (rl eval RUN_DIR --checkpoint all)")
             plan = runner.plan_model_eval(overrides)
+        if force and plan.run is not None and plan.run.lock_state():
+            # a training holds the run: its checkpoints and final/ are still being written
+            from workbench.runs import RunInUse
+
+            raise RunInUse(plan.run, plan.run.lock_holder())
         if dry_run:
             import dataclasses
 

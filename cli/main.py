@@ -63,7 +63,7 @@ def train(
         Optional[list[str]], typer.Argument(help="Hydra overrides: experiment=quickstart algo.max_steps=20 seed=3")
     ] = None,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Run label (sanitised) for the run directory.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit; nothing is written.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and run every check a real run makes before it loads the model; nothing is written.")] = False,
     resume: Annotated[
         Optional[Path],
         typer.Option("--resume", help="Continue RUN_DIR from its last checkpoint (same config, same W&B run id)."),
@@ -85,6 +85,10 @@ def train(
             run = RunDir.open(resume)
             if run.status == "completed":
                 fail(f"run already completed: {resume} (summary.json exists); start a new run instead")
+            if run.lock_state():  # a live process trains in it (train() takes the lock for real later)
+                from workbench.runs import RunInUse
+
+                raise RunInUse(run, run.lock_holder())
             cfg = load_run_config(run)
         else:
             data = compose("train", overrides)
@@ -94,20 +98,32 @@ def train(
         if dry_run:
             import yaml
 
+            from workbench.checks import check_train
             from workbench.config import to_dict
 
+            check_train(cfg)  # the checks a real run makes before it loads the model
             typer.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False), nl=False)
+            typer.echo("dry run: config valid; nothing written", err=True)
             return
         from workbench.train import print_summary, train as run_train
 
         run = run_train(cfg, overrides, argv=["rl", *sys.argv[1:]], resume=resume, progress=not quiet)
     except ConfigError as e:
         fail(str(e))
-    except KeyboardInterrupt:
-        fail("interrupted; the run is marked failed and can be continued with --resume", code=130)
-    except Exception as e:  # a crash inside training: the run dir says failed, error.txt has the traceback
+    except KeyboardInterrupt as e:  # SIGINT, SIGTERM, SIGHUP (workbench.lifecycle.RunInterrupted)
+        signame, code = getattr(e, "signame", "SIGINT"), getattr(e, "exit_code", 130)
+        run_dir = getattr(e, "run_dir", None)
+        if run_dir is None:
+            fail(f"interrupted by {signame} before the run directory was written", code=code)
+        step = getattr(e, "step", None)
+        at = f" at step {step}" if step is not None else ""
+        fail(f"interrupted by {signame}{at}; the run is marked interrupted; continue with: rl train --resume {run_dir}",
+             code=code)
+    except Exception as e:  # a crash: a run directory, if one was written, says failed and error.txt has the traceback
         msg = " ".join(str(e).split())
-        fail(f"training failed: {type(e).__name__}: {msg[:500]} (traceback in the run directory's error.txt)", code=1)
+        where = getattr(e, "run_dir", None)
+        hint = f" (traceback in {where}/error.txt)" if where is not None else ""
+        fail(f"training failed: {type(e).__name__}: {msg[:500]}{hint}", code=1)
     import json
     import os
 

@@ -230,6 +230,8 @@ def sweep_command(
             sw.rebuild_index(sweep_dir)
             if definition["kind"] == "grid":
                 todo = sw.jobs_to_resume(sweep_dir)
+                for job, who in sorted(sw.live_jobs(sweep_dir).items()):
+                    typer.echo(f"job {job} is still running ({who}); left alone", err=True)
                 total = len(todo)
                 desc = "job(s) " + ", ".join(str(j) for j in todo)
             else:

@@ -117,6 +117,9 @@ def trl_arguments(cfg: TrainConfig, reward_terms: list[Any], regularizers: list[
     workbench's fixed settings. output_dir is a placeholder until the run directory exists."""
     import torch
 
+    from workbench.train import quiet_imports
+
+    quiet_imports()  # transformers' W&B integration prints an [INFO] line on import
     from workbench.trainers import build_trl_args
 
     trl_options = check_trl_options(cfg.algo.name, dict(cfg.algo.trl))

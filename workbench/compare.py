@@ -13,8 +13,9 @@ Inputs
   recursively for run directories. A PATH that yields no run is an error.
 
 Status
-  Only completed runs (meta.json status "completed" and summary.json present) are compared. Failed, still
-  running or incomplete runs, and sweep jobs without a run directory, are listed separately.
+  Only completed runs (meta.json status "completed" and summary.json present) are compared. Failed, interrupted,
+  still running, dead (meta.json says running but no process holds the run) or incomplete runs, and sweep jobs
+  without a run directory, are listed separately.
 
 Groups
   Runs whose resolved configs are equal except for the keys in IGNORED_KEYS (seed, name, runs_dir, logger,
@@ -325,8 +326,13 @@ def load_run(path: str | Path) -> Run:
             summary = {}
     if status == "completed" and not summary:
         status = "incomplete"  # meta says completed but summary.json (written last) is missing or torn
+    error = meta.get("error")
+    if status == "running":  # or is it? a SIGKILLed run never got to say otherwise
+        alive, why = rd.liveness(meta)
+        if alive is False:
+            status, error = "dead", why
     eval_metrics, ckpt, eval_dir = _read_eval(p)
-    return Run(p, config, meta, status, meta.get("error"), summary, eval_metrics, ckpt, eval_dir)
+    return Run(p, config, meta, status, error, summary, eval_metrics, ckpt, eval_dir)
 
 
 def is_run_dir(p: Path) -> bool:

@@ -335,9 +335,16 @@ def plan_sweep(overrides: list[str], name: str | None = None, objective: Any = N
                       preset=preset)
         if target == BASIC_SWEEPER:
             plan = _plan_grid(parser, params, task_ovs, common)
+            from workbench.checks import check_train
+
+            tasks_seen: set[str] = set()
             for job in plan.jobs:  # Hydra's BasicSweeper composes every job before launching too
                 try:
-                    _to_train_config(_train_data(_compose(job.task_overrides)))
+                    job_cfg = _to_train_config(_train_data(_compose(job.task_overrides)))
+                    # the checks rl train makes before it loads a model (TRL keys, shaping options, ...); each
+                    # distinct task is built once
+                    check_train(job_cfg, with_task=repr(job_cfg.task) not in tasks_seen)
+                    tasks_seen.add(repr(job_cfg.task))
                 except ConfigError as e:
                     raise ConfigError(f"job {job.job} ({' '.join(job.overrides)}): {e}") from None
         elif target == OPTUNA_SWEEPER:
@@ -972,11 +979,37 @@ def launch_optuna(sweep_dir: Path, resume: bool = False, extra_hydra: list[str] 
     return launch
 
 
+def live_jobs(sweep_dir: Path) -> dict[int, str]:
+    """Jobs recorded `running` whose training still runs somewhere: {job: who}. A resume leaves them alone (a run
+    directory has one writer). Asked of the job's run directory lock, else of the recorded pid on this host."""
+    from workbench.runs import pid_alive
+
+    sweep_dir = Path(sweep_dir)
+    out: dict[int, str] = {}
+    for job, rec in read_records(sweep_dir).items():
+        if rec.get("status") != STATUS_RUNNING:
+            continue
+        run_path = sweep_dir / rec["run_dir"] if rec.get("run_dir") else None
+        if run_path is None and rec.get("name") and rec.get("experiment"):
+            run_path = _find_run_dir(sweep_dir / "runs" / sanitize_name(rec["experiment"]), rec["name"], set())
+        if run_path is not None and (run_path / "meta.json").is_file():
+            run = RunDir(run_path)
+            if run.status == STATUS_RUNNING:
+                out[job] = run.liveness()[1]
+            continue
+        pid = rec.get("pid")
+        if pid and rec.get("host") == socket.gethostname() and int(pid) != os.getpid() and pid_alive(int(pid)):
+            out[job] = f"pid {pid} on {rec['host']} is alive"
+    return out
+
+
 def jobs_to_resume(sweep_dir: Path) -> list[int]:
-    """Grid jobs not completed: never started, failed, or left `running` by a sweep that was killed."""
+    """Grid jobs not completed: never started, failed, or left `running` by a sweep that was killed (a job whose
+    training still runs is left alone: see `live_jobs`)."""
     definition = read_definition(sweep_dir)
     records = read_records(sweep_dir)
-    return [j["job"] for j in definition["jobs"] if not _job_done(sweep_dir, records.get(j["job"]))]
+    live = live_jobs(sweep_dir)
+    return [j["job"] for j in definition["jobs"] if not _job_done(sweep_dir, records.get(j["job"])) and j["job"] not in live]
 
 
 def finalize(sweep_dir: Path, launched: bool = True) -> list[dict[str, Any]]:

@@ -114,12 +114,33 @@ def train(
     resume: str | Path | None = None,
     progress: bool = True,
 ) -> RunDir:
-    """Run one training job and return its run directory (status completed or failed in meta.json)."""
+    """Run one training job and return its run directory, which ends `completed`, `failed` (the exception is
+    re-raised; error.txt has the traceback) or `interrupted` (SIGINT/SIGTERM/SIGHUP: RunInterrupted is raised).
+
+    Every check that needs no model runs first; nothing is written before the model has loaded. The process holds
+    the run directory's lock from its creation (or, with `resume`, from before the model loads) to the end, and
+    refreshes meta.json's heartbeat meanwhile.
+    """
+    from workbench.lifecycle import StopSignals
+
+    signals = StopSignals().install()
+    try:
+        return _train(cfg, overrides, argv, resume, progress, signals)
+    finally:
+        signals.restore()
+
+
+def _train(cfg: TrainConfig, overrides: list[str], argv: list[str] | None, resume: str | Path | None, progress: bool,
+           signals) -> RunDir:
     import secrets
+    import socket
     import warnings
 
     import transformers
     from transformers import set_seed
+
+    from workbench.checks import check_train
+    from workbench.runs import STATUS_RUNNING, now_iso
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     transformers.utils.logging.disable_progress_bar()
@@ -134,44 +155,103 @@ def train(
     # Under torchrun / accelerate launch this joins the process group (gloo on CPU); alone it is a no-op.
     state = PartialState(cpu=not torch.cuda.is_available())
     main = state.is_main_process
-    with state.main_process_first():  # rank 0 builds (and caches) the tiny model; the others then load it
-        (task, train_examples, eval_examples, reward_terms, advantage_terms, regularizers, args, model, tokenizer,
-         info) = prepare(cfg, progress=progress and main)
-
-    # ---- run directory (new, or the one being resumed): made by rank 0, its path broadcast to the others
-    checkpoint = None
-    shared: list[Any] = [None, None]
+    checked = check_train(cfg)  # bad input fails here: no model loaded, nothing written
+    lock = None
+    run: RunDir | None = None
     if main and resume is not None:
         run = RunDir.open(resume)
-        meta = run.read_meta()
-        last = run.last_checkpoint()
-        step = 0
-        if last is not None:
-            import json
+        if not os.access(run.path, os.W_OK | os.X_OK):
+            raise ConfigError(f"cannot resume {run.path}: the directory is not writable")
+        lock = run.acquire(command=" ".join(argv))  # a live process holding it: RunInUse (a ConfigError)
+    try:
+        with state.main_process_first():  # rank 0 builds (and caches) the tiny model; the others then load it
+            (task, train_examples, eval_examples, reward_terms, advantage_terms, regularizers, args, model, tokenizer,
+             info) = prepare(cfg, progress=progress and main, checked=checked)
 
-            step = json.loads((last / "trainer_state.json").read_text())["global_step"]
-        run.truncate_metrics(step)
-        run_id = meta.get("wandb_run_id") or secrets.token_hex(4)
-        run.write_meta(status="running", error=None, end_time=None,
-                       resumes=[*meta.get("resumes", []), {"time": time.time(), "from_step": step}])
-        if run.summary_file.exists():
-            run.summary_file.unlink()
-        shared = [str(run.path), run_id]
-    elif main:
-        run = RunDir.create(cfg.runs_dir, cfg.experiment_name, cfg.name)
-        run_id = secrets.token_hex(4)  # W&B accepts any short [a-z0-9] id
-        with open(run.config_file, "w") as f:
-            yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
-        run.path.joinpath("overrides.txt").write_text("".join(o + "\n" for o in overrides))
-        run.start_meta(argv, cfg.seed, PROJECT_ROOT)
-        run.write_meta(model=info, wandb_run_id=run_id if cfg.logger.backend == "wandb" else None,
-                       num_processes=state.num_processes)
-        shared = [str(run.path), run_id]
-    if state.num_processes > 1:
-        broadcast_object_list(shared)
-    run, run_id = RunDir(Path(shared[0])), shared[1]
-    if resume is not None:
-        checkpoint = run.last_checkpoint()
+        # ---- run directory (new, or the one being resumed): made by rank 0, its path broadcast to the others
+        segment = {"pid": os.getpid(), "host": socket.gethostname(), "start": now_iso(), "start_ts": time.time(),
+                   "from_step": 0, "command": " ".join(argv), "end": None, "seconds": None, "outcome": None}
+        shared: list[Any] = [None, None]
+        if main and run is not None:
+            meta = run.read_meta()
+            last = run.last_checkpoint()
+            step = 0
+            if last is not None:
+                import json
+
+                step = json.loads((last / "trainer_state.json").read_text())["global_step"]
+            segments = _close_dead_segment(run, meta)
+            run.truncate_metrics(step)
+            run_id = meta.get("wandb_run_id") or secrets.token_hex(4)
+            segment["from_step"] = step
+            run.write_meta(status=STATUS_RUNNING, error=None, signal=None, end_time=None, pid=os.getpid(),
+                           host=socket.gethostname(), heartbeat=now_iso(),
+                           resumes=[*meta.get("resumes", []), {"time": time.time(), "from_step": step}],
+                           segments=[*segments, segment])
+            if run.summary_file.exists():
+                run.summary_file.unlink()
+            shared = [str(run.path), run_id]
+        elif main:
+            run = RunDir.create(cfg.runs_dir, cfg.experiment_name, cfg.name)
+            lock = run.acquire(command=" ".join(argv))  # before anything is written into it
+            run_id = secrets.token_hex(4)  # W&B accepts any short [a-z0-9] id
+            with open(run.config_file, "w") as f:
+                yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+            run.path.joinpath("overrides.txt").write_text("".join(o + "\n" for o in overrides))
+            run.start_meta(argv, cfg.seed, PROJECT_ROOT)
+            run.write_meta(model=info, wandb_run_id=run_id if cfg.logger.backend == "wandb" else None,
+                           num_processes=state.num_processes, segments=[segment])
+            shared = [str(run.path), run_id]
+        if lock is not None:
+            lock.start_heartbeat()
+        if state.num_processes > 1:
+            broadcast_object_list(shared)
+        run, run_id = RunDir(Path(shared[0])), shared[1]
+        return _run_training(cfg, run, run_id, resume, progress, signals, state, console, task, train_examples,
+                             eval_examples, reward_terms, advantage_terms, regularizers, args, model, tokenizer)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _close_dead_segment(run: RunDir, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """meta.json's segments, the last one closed if its process died without recording its end (SIGKILL, a crash of
+    the machine): it lasted until its last sign of life, the later of its heartbeat and its last metrics row."""
+    from workbench.runs import heartbeat_age
+
+    segments = [dict(s) for s in meta.get("segments", [])]
+    if segments and segments[-1].get("seconds") is None and segments[-1].get("start_ts"):
+        last = segments[-1]
+        ends = []
+        age = heartbeat_age(meta)
+        if age is not None:
+            ends.append(time.time() - age)
+        rows = read_jsonl(run.metrics_file)
+        ends += [r["time"] for r in rows if isinstance(r.get("time"), (int, float)) and r["time"] >= last["start_ts"]]
+        end = max(ends) if ends else last["start_ts"]
+        last.update(seconds=round(max(0.0, end - last["start_ts"]), 1), outcome="dead",
+                    to_step=max([r.get("step", 0) for r in rows], default=None))
+    return segments
+
+
+def _end_segment(run: RunDir, outcome: str, step: int | None, t0: float) -> float:
+    """Record the end of this process's segment in meta.json; returns the seconds of all segments together."""
+    from workbench.runs import now_iso
+
+    segments = [dict(s) for s in run.read_meta().get("segments", [])]
+    if segments and segments[-1].get("pid") == os.getpid() and segments[-1].get("seconds") is None:
+        segments[-1].update(end=now_iso(), seconds=round(time.time() - t0, 1), outcome=outcome, to_step=step)
+        run.write_meta(segments=segments)
+    return sum(float(s.get("seconds") or 0.0) for s in segments)
+
+
+def _run_training(cfg, run, run_id, resume, progress, signals, state, console, task, train_examples, eval_examples,
+                  reward_terms, advantage_terms, regularizers, args, model, tokenizer) -> RunDir:
+    """Train in an existing run directory, then save, evaluate and mark it; on any exit the run says why."""
+    from workbench.lifecycle import RunInterrupted, graceful_stop_callback
+
+    main = state.is_main_process
+    checkpoint = run.last_checkpoint() if resume is not None else None
     use_wandb = cfg.logger.backend == "wandb" and (os.environ.get("WANDB_MODE") or cfg.logger.mode) != "disabled"
     if use_wandb:
         _wandb_env(cfg, run, run_id, resume is not None)
@@ -191,6 +271,7 @@ def train(
 
     progress_cb = RichProgressCallback(enabled=progress)
     metrics_cb = MetricsFileCallback(run, rollouts_per_step=args.per_device_train_batch_size * args.gradient_accumulation_steps)
+    stop_cb = graceful_stop_callback(signals)
     trainer = None
     start_eval: dict[str, float] = {}
     t0 = time.time()
@@ -230,8 +311,15 @@ def train(
                 trainer, cfg.eval.every,
                 lambda model, step: _evaluate(cfg, model, tokenizer, task, eval_examples, args, seed=step),
             ))
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        trainer.add_callback(stop_cb)
+        signals.graceful = True  # from here a SIGTERM/SIGHUP saves a checkpoint at the end of the step, then stops
+        try:
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        finally:
+            signals.graceful = False
         progress_cb.close()
+        if signals.received is not None:  # stopped early by a signal (graceful): the checkpoint is saved
+            raise RunInterrupted(signals.received, step=int(trainer.state.global_step))
         state.wait_for_everyone()
         if not main:
             return run
@@ -243,7 +331,9 @@ def train(
         final_model.save_pretrained(run.final_dir)
         tokenizer.save_pretrained(run.final_dir)
         end_eval = _evaluate(cfg, final_model, tokenizer, task, eval_examples, args, seed=cfg.seed + 1) if cfg.eval.at_end else {}
-        summary = _summary(run, cfg, start_eval, end_eval, time.time() - t0, trainer)
+        signals.hold()  # from here on the run records its end; a signal no longer interrupts that
+        seconds = _end_segment(run, "completed", int(trainer.state.global_step), t0)
+        summary = _summary(run, cfg, start_eval, end_eval, seconds, trainer)
         if use_wandb:
             import wandb
 
@@ -251,14 +341,32 @@ def train(
                 wandb.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float))})
         run.mark_completed(summary)
         _finish_wandb(0)
+        if signals.received is not None:  # a signal while the run recorded its end: completed, then stop
+            raise RunInterrupted(signals.received, step=int(trainer.state.global_step))
         return run
     except BaseException as e:
+        signals.hold()
         progress_cb.close()
+        step = int(trainer.state.global_step) if trainer is not None else None
+        if isinstance(e, KeyboardInterrupt):  # RunInterrupted too: SIGINT, SIGTERM, SIGHUP
+            import signal as _signal
+
+            if not isinstance(e, RunInterrupted):
+                e = RunInterrupted(_signal.SIGINT, step=step)
+            if main and run.status != "completed":
+                last = run.last_checkpoint()
+                run.mark_interrupted(e.signame, step=step, checkpoint=last.name if last is not None else None)
+                _end_segment(run, f"interrupted ({e.signame})", step, t0)
+            _finish_wandb(e.exit_code)
+            e.run_dir = run.path
+            raise e from None
         err = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         if main:
             run.mark_failed(err)
             run.path.joinpath("error.txt").write_text(traceback.format_exc())
+            _end_segment(run, "failed", step, t0)
         _finish_wandb(1)
+        e.run_dir = run.path  # the CLI points at error.txt only when there is one
         raise
 
 
@@ -304,7 +412,10 @@ def _summary(run: RunDir, cfg: TrainConfig, start: dict, end: dict, seconds: flo
         "seed": cfg.seed,
         "algo": cfg.algo.name,
         "steps": int(trainer.state.global_step),
+        # wall-clock seconds of every segment of the run (resumes included, with steps redone after a kill)
         "train_seconds": round(seconds, 1),
+        "segments": max(1, len(run.read_meta().get("segments", []))),
+        "perf/num_tokens": last.get("perf/num_tokens"),  # cumulative in TRL's state: spans resumed segments
         "eval/accuracy_start": start.get("eval/accuracy"),
         "eval/accuracy_start/ci_low": start.get("eval/accuracy/ci_low"),
         "eval/accuracy_start/ci_high": start.get("eval/accuracy/ci_high"),

@@ -11,9 +11,10 @@ from typing import Any
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
-#: A score at or above this counts as correct (accuracy, pass@k, the `correct` signal). Binary scorers return 0/1;
-#: scorers with partial credit (reasoning-gym datasets) pass their score through as the reward.
-CORRECT_THRESHOLD = 0.5
+#: Full credit: only a score of 1 counts as correct (accuracy, pass@k, the `correct` signal). Binary scorers return
+#: 0/1; scorers with partial credit (reasoning-gym datasets give e.g. 0.875 for a near miss) pass their score through
+#: as the correctness reward, but a near miss is not a correct answer.
+CORRECT_THRESHOLD = 1.0 - 1e-9
 
 
 def is_correct(score: float) -> bool:
@@ -55,7 +56,7 @@ class Task(ABC):
     @abstractmethod
     def score(self, completion: str, example: dict[str, Any]) -> float:
         """A score in [0, 1] for the completion's final answer: 1.0 correct, 0.0 wrong, in between partial credit
-        (counted as correct from CORRECT_THRESHOLD on)."""
+        (only full credit counts as correct: `is_correct`)."""
 
     def warm_start_completion(self, example: dict[str, Any], rng: random.Random, verbose: bool) -> str | None:
         """A correct reference completion used for the tiny model's supervised warm start.
