@@ -153,6 +153,7 @@ class TrainConfig:
     name: str = "run"
     seed: int = 0
     runs_dir: str = "runs"
+    threads: int = 0  # torch CPU threads; 0 = automatic (workbench.progress.choose_threads)
     samples_every: int = 10
     num_samples: int = 8
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -152,6 +152,11 @@ def _train(cfg: TrainConfig, overrides: list[str], argv: list[str] | None, resum
     console = _console()
     argv = argv if argv is not None else sys.argv
     set_seed(cfg.seed)
+    from workbench.progress import apply_threads
+
+    threads, threads_why = apply_threads(cfg.threads)  # before any torch work; recorded in meta.json
+    if progress:
+        console.print(f"[dim]torch CPU threads: {threads} ({threads_why})[/dim]")
     # Under torchrun / accelerate launch this joins the process group (gloo on CPU); alone it is a no-op.
     state = PartialState(cpu=not torch.cuda.is_available())
     main = state.is_main_process
@@ -167,6 +172,8 @@ def _train(cfg: TrainConfig, overrides: list[str], argv: list[str] | None, resum
         with state.main_process_first():  # rank 0 builds (and caches) the tiny model; the others then load it
             (task, train_examples, eval_examples, reward_terms, advantage_terms, regularizers, args, model, tokenizer,
              info) = prepare(cfg, progress=progress and main, checked=checked)
+        if torch.cuda.is_available():  # TRL moves it later; the start evaluation must not run on the CPU
+            model.to(state.device)
 
         # ---- run directory (new, or the one being resumed): made by rank 0, its path broadcast to the others
         segment = {"pid": os.getpid(), "host": socket.gethostname(), "start": now_iso(), "start_ts": time.time(),
@@ -199,7 +206,7 @@ def _train(cfg: TrainConfig, overrides: list[str], argv: list[str] | None, resum
                 yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
             run.path.joinpath("overrides.txt").write_text("".join(o + "\n" for o in overrides))
             run.start_meta(argv, cfg.seed, PROJECT_ROOT)
-            run.write_meta(model=info, wandb_run_id=run_id if cfg.logger.backend == "wandb" else None,
+            run.write_meta(threads={"threads": threads, "why": threads_why}, model=info, wandb_run_id=run_id if cfg.logger.backend == "wandb" else None,
                            num_processes=state.num_processes, segments=[segment])
             shared = [str(run.path), run_id]
         if lock is not None:

@@ -504,28 +504,20 @@ class PeriodicEvalCallback(TrainerCallback):
 
 
 class RichProgressCallback(TrainerCallback):
-    """A rich progress bar for training: step, reward, accuracy, length, entropy, ETA."""
+    """Training progress: step, reward, accuracy, length, entropy, ETA. A rich bar in a terminal; in a log file or a
+    batch job, a plain line at most every 30 s (workbench.progress)."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
         self.progress = None
-        self.task_id = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not self.enabled or not state.is_world_process_zero:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from workbench.progress import Progress
 
-        self.progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TimeRemainingColumn(),
-            transient=False,
-        )
-        self.progress.start()
-        self.task_id = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, stats="")
+        self.progress = Progress("train", state.max_steps)
+        self.progress.update(state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.progress is None or not logs:
@@ -540,19 +532,18 @@ class RichProgressCallback(TrainerCallback):
         ):
             if m.get(key) is not None:
                 parts.append(f"{label} {fmt.format(m[key])}")
-        if parts:
-            self.progress.update(self.task_id, completed=state.global_step, stats="  ".join(parts))
+        self.progress.update(state.global_step, "  ".join(parts) if parts else None)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.progress is not None:
-            self.progress.update(self.task_id, completed=state.global_step)
+            self.progress.update(state.global_step)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.close()
 
     def close(self):
         if self.progress is not None:
-            self.progress.stop()
+            self.progress.close()
             self.progress = None
 
 

@@ -73,6 +73,7 @@ class EvalConfig:
     backend: str = "hf"
     n_boot: int = 1000
     seed: int = 0
+    threads: int = 0  # torch CPU threads; 0 = automatic (a speed knob, not part of the result's identity)
 
 
 @dataclass
@@ -118,6 +119,8 @@ def validate_eval(e: EvalConfig) -> None:
         raise ConfigError(f"eval.batch_size={e.batch_size} must be at least 1")
     if e.num_problems is not None and e.num_problems < 1:
         raise ConfigError(f"eval.num_problems={e.num_problems} must be at least 1 (or null = all)")
+    if e.threads < 0:
+        raise ConfigError(f"eval.threads={e.threads} must be >= 0 (0 = automatic)")
     if e.n_boot < 0:
         raise ConfigError(f"eval.n_boot={e.n_boot} must be >= 0 (0 = no confidence intervals)")
     _choice("eval.backend", e.backend, BACKENDS)
@@ -517,16 +520,13 @@ def compute_metrics(rows: list[dict[str, Any]], num_problems: int, n: int, ks: l
 
 
 def _progress_bar(enabled: bool, total: int, label: str):
-    """(callback(num_done), close()) for a rich progress bar; no-ops when disabled."""
+    """(callback(num_done), close()): a rich bar in a terminal, throttled lines in a log (workbench.progress)."""
     if not enabled:
         return None, lambda: None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from workbench.progress import Progress
 
-    bar = Progress(TextColumn("[bold]eval[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn(), transient=True)
-    bar.start()
-    tid = bar.add_task(label, total=total)
-    return (lambda done: bar.update(tid, completed=done)), bar.stop
+    bar = Progress(f"eval {label}", total, transient=True)
+    return bar.update, bar.close
 
 
 def prompt_token_counts(tokenizer: Any, prompts: list[str], use_chat_template: bool) -> list[int]:
@@ -644,6 +644,10 @@ def _load_model(plan: EvalPlan, target: Target):
     finally:
         if bar:
             hf_logging.enable_progress_bar()
+    import torch
+
+    if torch.cuda.is_available():
+        model.to("cuda")
     return model, tokenizer, info.get("cache_path") or target.model.name_or_path
 
 
@@ -671,6 +675,9 @@ def evaluate_target(plan: EvalPlan, target: Target, force: bool = False, progres
         else:
             rows = None
     if rows is None:
+        from workbench.progress import apply_threads
+
+        threads, why = apply_threads(e.threads)
         model, tokenizer, model_path = _load_model(plan, target)
         callback, close = _progress_bar(progress and e.backend == "hf", P * e.n, target.label)
         try:
@@ -678,6 +685,7 @@ def evaluate_target(plan: EvalPlan, target: Target, force: bool = False, progres
                                        target.model.use_chat_template, callback, e.backend, model_path)
         finally:
             close()
+        perf = {**perf, "threads": threads, "threads_why": why}
         del model
 
     metrics = compute_metrics(rows, P, e.n, e.k, e.maj_k, e.n_boot, e.seed)

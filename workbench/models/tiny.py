@@ -33,6 +33,7 @@ import os
 import random
 import shutil
 import string
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -364,32 +365,6 @@ def _console() -> Any:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _progress(enabled: bool, total: int) -> Any:
-    if not enabled:
-        return contextlib.nullcontext(None)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]tiny warm start[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("threads {task.fields[threads]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=_console(),
-        transient=False,
-    )
-
-
 def warm_start(
     model: Qwen2ForCausalLM,
     tokenizer: PreTrainedTokenizerFast,
@@ -418,8 +393,10 @@ def warm_start(
     model.train()
     with contextlib.ExitStack() as stack:
         stack.callback(torch.set_num_threads, saved_threads)
-        bar = stack.enter_context(_progress(progress, steps))
-        bar_task = bar.add_task("warm start", total=steps, loss="  -  ", threads="-") if bar is not None else None
+        from workbench.progress import Progress
+
+        bar = Progress("tiny warm start", steps, enabled=progress, stream=sys.stderr)
+        stack.callback(bar.close)
         for step in range(steps):
             idx = [rng.randrange(len(train)) for _ in range(batch_size)]
             traces = [task.warm_start_completion(train[i], rng, rng.random() < tiny.verbose_fraction) for i in idx]
@@ -447,8 +424,7 @@ def warm_start(
             scheduler.step()
             threads.record(step, num_threads, time.perf_counter() - start, sum(b[0].numel() for b in batches))
             losses.append(loss)
-            if bar is not None:
-                bar.update(bar_task, advance=1, loss=f"{losses[-1]:.3f}", threads=num_threads)
+            bar.update(step + 1, f"loss {losses[-1]:.3f}  threads {num_threads}")
     model.eval()
     return losses
 

@@ -1,0 +1,88 @@
+"""The prepared GPU check (run by scripts/gpu_check.sh on a CUDA machine; never part of the CPU test suite).
+
+Trains the tiny model with GRPO in bf16 for a few steps (PEAR + a length term, so the shaping paths run on the GPU),
+evaluates the final model with `rl eval`'s code, and prints what ran on the GPU: device, dtype of the trained
+weights, peak GPU memory, step time and eval tokens/s. Exit code 0 only if training and evaluation both ran on CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def main() -> int:
+    if not torch.cuda.is_available():
+        print("gpu_check: no CUDA device visible to torch; nothing to check", file=sys.stderr)
+        return 2
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    out = Path(os.environ.get("GPU_CHECK_DIR") or tempfile.mkdtemp(prefix="rl-gpu-check-"))
+    os.environ.setdefault("RL_CACHE_DIR", str(out / "cache"))
+    from workbench.compose import compose
+    from workbench.config import to_train_config
+    from workbench.evaluation import runner
+    from workbench.runs import read_jsonl
+    from workbench.train import train
+
+    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, device {torch.cuda.get_device_name(0)}", flush=True)
+    overrides = [
+        "experiment=quickstart",
+        "model.dtype=bfloat16",
+        "model.tiny.warm_start_steps=300",  # the check is about the GPU path, not accuracy
+        "reward=[correctness,format,pear,length_kimi]",
+        "algo.max_steps=4",
+        "algo.save_steps=2",
+        "logger=none",
+        "eval.num_problems=64",
+        "eval.n=2",
+        f"runs_dir={out / 'runs'}",
+    ]
+    print("+ rl train " + " ".join(overrides), flush=True)
+    start = time.perf_counter()
+    cfg = to_train_config(compose("train", overrides))
+    run = train(cfg, overrides, argv=["rl", "train", *overrides], progress=True)
+    train_s = time.perf_counter() - start
+    peak_train = torch.cuda.max_memory_allocated() / 2**20
+    rows = read_jsonl(run.metrics_file)
+    summary = json.loads(run.summary_file.read_text())
+
+    torch.cuda.reset_peak_memory_stats()
+    plan = runner.plan_run_eval(run.path, ["eval.n=4", "eval.num_problems=64"], "final")
+    start = time.perf_counter()
+    (res,) = runner.execute(plan, progress=False)
+    eval_s = time.perf_counter() - start
+    peak_eval = torch.cuda.max_memory_allocated() / 2**20
+
+    from transformers import AutoModelForCausalLM
+
+    final = AutoModelForCausalLM.from_pretrained(run.final_dir)
+    report = {
+        "device": torch.cuda.get_device_name(0),
+        "final_weights_dtype": str(next(final.parameters()).dtype),
+        "train_steps": summary["steps"],
+        "train_seconds_total": round(train_s, 1),
+        "step_time_s_mean": round(sum(r["perf/step_time"] for r in rows) / len(rows), 3),
+        "train_peak_gpu_mib": round(peak_train, 1),
+        "train_accuracy_start_end": [summary.get("eval/accuracy_start"), summary.get("eval/accuracy")],
+        "shaping_pear_mean_last": rows[-1].get("shaping/pear/mean"),
+        "eval_seconds": round(eval_s, 1),
+        "eval_tokens_per_s": res["perf"].get("tokens_per_s"),
+        "eval_peak_gpu_mib": round(peak_eval, 1),
+        "eval_accuracy": res["metrics"]["eval/accuracy"],
+        "run_dir": str(run.path),
+    }
+    print(json.dumps(report, indent=2))
+    ok = peak_train > 0 and peak_eval > 0
+    print("gpu_check: " + ("OK: training and evaluation ran on the GPU" if ok else "FAILED: no GPU memory was used"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
