@@ -101,7 +101,7 @@ def train(
             from workbench.checks import check_train
             from workbench.config import to_dict
 
-            check_train(cfg)  # the checks a real run makes before it loads the model
+            check_train(cfg, new_run=resume is None)  # the checks a real run makes before it loads the model
             typer.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False), nl=False)
             typer.echo("dry run: config valid; nothing written", err=True)
             return

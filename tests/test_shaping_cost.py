@@ -100,11 +100,37 @@ def test_tool_calls_spear_schedule_and_cap():
     assert ToolCalls(schedule="constant")(r).tolist() == pytest.approx([0.0, 0.3, 1.0])
 
 
-def test_tool_calls_retool_variant_wrong_answers_only():
-    r = make_rollouts([1] * 4, [1, 0, 0, 0], tool_calls=[6, 0, 6, 40])
-    out = ToolCalls(variant="retool", cap=0.5, schedule="constant")(r)
-    # correct -> 0; wrong: 0.1 * (n - 2) / 2 = -0.1, 0.2, 1.9 -> capped 0.5
-    assert out.tolist() == pytest.approx([0.0, -0.1, 0.2, 0.5])
+def retool_reference_score(correct: bool, k: int, ceiling: float = -0.6) -> float:
+    """verl recipe/retool/retool.py::compute_score on a rollout with k tool-calling turns: math_dapo gives 1 / -1;
+    a wrong answer gets (num_turns - 2) / 2 * 0.1 added, capped at `ceiling` (-0.6 since verl PR #3175, 0 before),
+    with num_turns = user_turns + assistant_turns + 1 = k + (k + 1) + 1 (verl tool_agent_loop.py)."""
+    num_turns = k + (k + 1) + 1
+    if correct:
+        return 1.0
+    return min(ceiling, -1.0 + (num_turns - 2) / 2 * 0.1)
+
+
+def test_tool_calls_retool_variant_matches_the_reference_formula():
+    # k = 0, 1, 3 (and 5, past the cap) tool calls, each wrong and correct
+    ks = [0, 1, 3, 5]
+    assert [retool_reference_score(False, k) for k in ks] == pytest.approx([-1.0, -0.9, -0.7, -0.6])
+    assert [retool_reference_score(True, k) for k in ks] == [1.0] * 4
+    r = make_rollouts([1] * 8, [0.0] * 4 + [1.0] * 4, tool_calls=ks + ks)
+    out = ToolCalls(variant="retool", cap=0.4, schedule="constant")(r)
+    # the term is the reference's bonus: its wrong-answer score minus the base score -1; correct answers get 0
+    assert out.tolist()[:4] == pytest.approx([retool_reference_score(False, k) + 1.0 for k in ks])
+    assert out.tolist() == pytest.approx([0.0, 0.1, 0.3, 0.4, 0.0, 0.0, 0.0, 0.0])
+    # the original recipe's ceiling of 0 (bonus <= 1) is cap = 1
+    wrong = make_rollouts([1] * 3, [0, 0, 0], tool_calls=[0, 3, 12])
+    out = ToolCalls(variant="retool", cap=1.0, schedule="constant")(wrong)
+    assert out.tolist() == pytest.approx([retool_reference_score(False, k, ceiling=0.0) + 1.0 for k in (0, 3, 12)])
+    # never negative: no tool call is no bonus (not -0.1)
+    assert out.min().item() == 0.0
+
+
+def test_tool_calls_retool_variant_follows_the_schedule():
+    r = make_rollouts([1] * 2, [0, 1], tool_calls=[3, 3], step=100)
+    assert ToolCalls(variant="retool")(r).tolist() == pytest.approx([0.15, 0.0])  # 0.3 x cosine 0.5
 
 
 def test_tool_calls_falls_back_to_counting_the_pattern():

@@ -182,7 +182,55 @@ def test_peak_entropy_mask_per_sequence():
     H = torch.tensor([[0.1, 0.9, 0.5, 0.3, 0.7], [5.0, 1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [0, 0, 0, 0, 0]])
     sel = peak_entropy_mask(H, mask, 0.5)
-    assert sel.int().tolist() == [[0, 1, 1, 0, 1], [1, 0, 1, 0, 0], [0, 0, 0, 0, 0]]
+    # medians 0.5 and 2.0: strictly above them only
+    assert sel.int().tolist() == [[0, 1, 0, 0, 1], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]]
+
+
+def siren_reference(H, mask, q, anchor, coef):
+    """SIREN's loss as the reference computes it (Linn3a/siren dp_actor.py mask_by_quantile + core_algos.py agg_loss
+    "seq-mean-token-mean" at fa59a8d): bound = nanquantile over the valid tokens, keep H > bound, per-sequence mean
+    over the kept tokens with 0 for a sequence that keeps none, mean over all sequences; coef * (H_sel - anchor)^2."""
+    Hm = H.masked_fill(~mask.bool(), float("nan"))
+    bound = torch.nanquantile(Hm, q, dim=-1, keepdim=True)
+    keep = (H > bound).float()
+    n = keep.sum(-1)
+    per_seq = torch.zeros(H.shape[0])
+    per_seq[n > 0] = (H * keep).sum(-1)[n > 0] / n[n > 0]
+    h_sel = per_seq.mean()
+    return h_sel, coef * (h_sel - anchor) ** 2
+
+
+def test_siren_matches_the_reference_on_constant_and_short_sequences():
+    H = torch.tensor([[0.2, 0.2, 0.2, 0.2], [1.5, 0.0, 0.0, 0.0], [0.1, 0.9, 0.5, 0.3], [1.0, 3.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0]])
+    sel = peak_entropy_mask(H, mask, 0.8)
+    # constant entropy and a single token select nothing (nothing is strictly above its own quantile);
+    # row 2: bound 0.5 + 0.4 * 0.4 = 0.66 -> {0.9}; row 3: bound 1 + 0.8 * 2 = 2.6 -> {3.0}
+    assert sel.int().tolist() == [[0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0]]
+    h_ref, loss_ref = siren_reference(H, mask, 0.8, anchor=0.5, coef=1.0)
+    assert h_ref.item() == pytest.approx((0 + 0 + 0.9 + 3.0) / 4)  # 0.975; `>=` and skipping gave 1.4
+    Hg = H.clone().requires_grad_(True)
+    term = SIREN(coef=1.0, quantile=0.8)
+    term.load_state_dict({"anchor": 0.5})
+    loss = term.loss(None, None, None, mask, Hg)
+    assert loss.item() == pytest.approx(loss_ref.item()) == pytest.approx(0.475**2)
+    assert term.metrics()["selected_entropy"] == pytest.approx(0.975)
+    loss.backward()
+    d = 2 * 0.475 / 4  # dL/dH_sel / number of sequences; one token selected per peaked row
+    assert Hg.grad.tolist() == [pytest.approx(r) for r in [[0.0] * 4, [0.0] * 4, [0, d, 0, 0], [0, d, 0, 0]]]
+
+
+def test_siren_without_any_peak_token_is_a_constant_once_anchored():
+    H = torch.full((2, 3), 0.7, requires_grad=True)  # constant entropy everywhere: no peak token
+    mask = torch.ones(2, 3)
+    term = SIREN(coef=2.0)
+    assert term.loss(None, None, None, mask, H) is None and term.anchor is None  # no anchor from such a batch
+    term.load_state_dict({"anchor": 0.5})
+    loss = term.loss(None, None, None, mask, H)
+    _, ref = siren_reference(H.detach(), mask, 0.8, anchor=0.5, coef=2.0)
+    assert loss.item() == pytest.approx(ref.item()) == pytest.approx(2.0 * 0.25)  # H_sel = 0
+    loss.backward()
+    assert (H.grad == 0).all()
 
 
 def test_siren_anchor_on_first_call_then_fixed_and_saved():
@@ -204,11 +252,12 @@ def test_siren_gradient_only_through_selected_tokens():
     term = SIREN(coef=0.5, quantile=0.5)
     term.load_state_dict({"anchor": 1.0})
     loss = term.loss(None, None, None, mask, H)
-    # selected: row 0 {3, 2} (mean 2.5), row 1 {4, 4} (mean 4) -> H_sel = 3.25; loss = 0.5 * 2.25^2
-    assert loss.item() == pytest.approx(0.5 * 2.25**2)
+    # selected: row 0 {3, 2} (mean 2.5), row 1 none (valid {4, 4}: nothing above 4) and counts 0 -> H_sel = 1.25
+    assert loss.item() == pytest.approx(0.5 * 0.25**2)
+    assert loss.item() == pytest.approx(siren_reference(H.detach(), mask, 0.5, 1.0, 0.5)[1].item())
     loss.backward()
-    d = 2 * 0.5 * 2.25 / 2  # dL/dH_sel / number of sequences
-    expected = [[0.0, d / 2, d / 2, 0.0], [d / 2, d / 2, 0.0, 0.0]]
+    d = 2 * 0.5 * 0.25 / 2  # dL/dH_sel / number of sequences
+    expected = [[0.0, d / 2, d / 2, 0.0], [0.0, 0.0, 0.0, 0.0]]
     assert H.grad.tolist() == [pytest.approx(row) for row in expected]
 
 

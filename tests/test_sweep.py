@@ -132,6 +132,10 @@ def test_optuna_preset_declares_its_objective_and_space():
         (["sweep=length_weight_optuna", "eval.at_end=false"], "eval.at_end=false"),
         (["sweep=length_weight_optuna", "hydra.sweeper.direction=[maximize,minimize]"], "direction has 2"),
         (["seed=1,2", "algo.learning_rate=interval(1e-5,1e-4)"], "interval"),
+        # the checks rl train makes before loading a model run on every grid job before anything launches
+        (["algo.learning_rate=1e-5,-1"], "job 1 (algo.learning_rate=-1): algo.learning_rate=-1.0 is out of range"),
+        (["algo.max_steps=5,abc"], "algo.max_steps: expected an integer"),
+        (["reward.format.weight=0.5,nan"], "reward.format.weight=nan: expected a finite number"),
     ],
 )
 def test_bad_sweeps_are_one_line_exit_2_and_write_nothing(tmp_path, overrides, fragment):

@@ -36,3 +36,18 @@ def test_build_trl_args_turns_trl_value_errors_into_config_errors():
     with pytest.raises(ConfigError, match="^algo: "):
         build_trl_args("grpo", {"generation_batch_size": 3, "steps_per_generation": 2},
                        {"output_dir": "/tmp/x", "use_cpu": True, "bf16": False})
+
+
+def test_build_trl_args_rejects_normalize_then_sum():
+    with pytest.raises(ConfigError, match="multi_objective_aggregation"):
+        build_trl_args("grpo", {"multi_objective_aggregation": "normalize_then_sum"},
+                       {"output_dir": "/tmp/x", "use_cpu": True, "bf16": False})
+
+
+def test_term_reward_is_a_name_only():
+    from workbench.trainers import TermReward
+
+    f = TermReward("pear")
+    assert f.__name__ == "pear"
+    with pytest.raises(RuntimeError, match="_calculate_rewards"):
+        f(prompts=[], completions=[])

@@ -143,12 +143,14 @@ def trl_arguments(cfg: TrainConfig, reward_terms: list[Any], regularizers: list[
     return build_trl_args(cfg.algo.name, trl_options, fixed)
 
 
-def check_train(cfg: TrainConfig, with_task: bool = True) -> Checked:
-    """All checks of a training config short of loading the model; see the module docstring."""
+def check_train(cfg: TrainConfig, with_task: bool = True, new_run: bool = True) -> Checked:
+    """All checks of a training config short of loading the model; see the module docstring. `new_run=False`
+    (a resume) skips `runs_dir`, which a resumed run does not use."""
     from workbench.shaping import build_terms
 
     check_ranges(cfg)
-    check_runs_dir(cfg.runs_dir)
+    if new_run:
+        check_runs_dir(cfg.runs_dir)
     reward_terms = build_terms("reward", cfg.reward)
     if not reward_terms:
         raise ConfigError("reward: no reward terms selected; e.g. reward=[correctness,format]")

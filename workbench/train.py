@@ -95,14 +95,23 @@ def prepare(cfg: TrainConfig, progress: bool = True, checked=None):
             model, tokenizer, info)
 
 
-def _evaluate(cfg, model, tokenizer, task, eval_examples, args, seed: int) -> dict[str, float]:
-    """Held-out evaluation with rl eval's code (same scorer, metrics and names): {eval/accuracy, eval/pass@k, ...}."""
+def _evaluate(cfg, model, tokenizer, task, eval_examples, args, seed: int, label: str | None = None) -> dict[str, float]:
+    """Held-out evaluation with rl eval's code (same scorer, metrics and names): {eval/accuracy, eval/pass@k, ...}.
+
+    With a `label`, progress is shown (a bar in a terminal, throttled lines in a log)."""
     from workbench.evaluation.runner import EvalConfig, evaluate_model
+    from workbench.progress import Progress
 
     e = EvalConfig(n=cfg.eval.n, temperature=cfg.eval.temperature, max_new_tokens=args.max_completion_length,
                    batch_size=cfg.eval.batch_size, seed=seed, n_boot=200)
-    metrics, _ = evaluate_model(model, tokenizer, task, eval_examples[: cfg.eval.num_problems], e, price=cfg.price,
-                                use_chat_template=cfg.model.use_chat_template)
+    examples = eval_examples[: cfg.eval.num_problems]
+    bar = Progress(label or "eval", len(examples) * e.n, enabled=label is not None, transient=True)
+    try:
+        metrics, _ = evaluate_model(model, tokenizer, task, examples, e, price=cfg.price,
+                                    use_chat_template=cfg.model.use_chat_template,
+                                    progress=bar.update if label is not None else None)
+    finally:
+        bar.close()
     metrics.pop("perf/tokens_per_s", None)  # generation speed of the eval, not of training
     return metrics
 
@@ -160,7 +169,7 @@ def _train(cfg: TrainConfig, overrides: list[str], argv: list[str] | None, resum
     # Under torchrun / accelerate launch this joins the process group (gloo on CPU); alone it is a no-op.
     state = PartialState(cpu=not torch.cuda.is_available())
     main = state.is_main_process
-    checked = check_train(cfg)  # bad input fails here: no model loaded, nothing written
+    checked = check_train(cfg, new_run=resume is None)  # bad input fails here: no model loaded, nothing written
     lock = None
     run: RunDir | None = None
     if main and resume is not None:
@@ -191,7 +200,8 @@ def _train(cfg: TrainConfig, overrides: list[str], argv: list[str] | None, resum
             run.truncate_metrics(step)
             run_id = meta.get("wandb_run_id") or secrets.token_hex(4)
             segment["from_step"] = step
-            run.write_meta(status=STATUS_RUNNING, error=None, signal=None, end_time=None, pid=os.getpid(),
+            run.write_meta(status=STATUS_RUNNING, error=None, signal=None, interrupted_checkpoint=None,
+                           end_time=None, pid=os.getpid(),
                            host=socket.gethostname(), heartbeat=now_iso(),
                            resumes=[*meta.get("resumes", []), {"time": time.time(), "from_step": step}],
                            segments=[*segments, segment])
@@ -284,7 +294,8 @@ def _run_training(cfg, run, run_id, resume, progress, signals, state, console, t
     t0 = time.time()
     try:
         if cfg.eval.at_start and checkpoint is None and main:
-            start_eval = _evaluate(cfg, model, tokenizer, task, eval_examples, args, seed=cfg.seed)
+            start_eval = _evaluate(cfg, model, tokenizer, task, eval_examples, args, seed=cfg.seed,
+                                   label="eval start" if progress else None)
             run.write_meta(eval_start=start_eval)
             console.print(f"[dim]start: held-out accuracy {start_eval['eval/accuracy']:.3f}, length "
                           f"{start_eval['eval/length/mean']:.1f} tokens ({cfg.eval.num_problems} problems x "
@@ -337,7 +348,8 @@ def _run_training(cfg, run, run_id, resume, progress, signals, state, console, t
             final_model = final_model.merge_and_unload()
         final_model.save_pretrained(run.final_dir)
         tokenizer.save_pretrained(run.final_dir)
-        end_eval = _evaluate(cfg, final_model, tokenizer, task, eval_examples, args, seed=cfg.seed + 1) if cfg.eval.at_end else {}
+        end_eval = (_evaluate(cfg, final_model, tokenizer, task, eval_examples, args, seed=cfg.seed + 1,
+                              label="eval end" if progress else None) if cfg.eval.at_end else {})
         signals.hold()  # from here on the run records its end; a signal no longer interrupts that
         seconds = _end_segment(run, "completed", int(trainer.state.global_step), t0)
         summary = _summary(run, cfg, start_eval, end_eval, seconds, trainer)
@@ -373,32 +385,26 @@ def _run_training(cfg, run, run_id, resume, progress, signals, state, console, t
             run.path.joinpath("error.txt").write_text(traceback.format_exc())
             _end_segment(run, "failed", step, t0)
         _finish_wandb(1)
-        e.run_dir = run.path  # the CLI points at error.txt only when there is one
+        if main:
+            try:
+                e.run_dir = run.path  # the CLI points at error.txt only when there is one
+            except AttributeError:
+                pass
         raise
 
 
 def _build_trainer(trainer_cls, model, tokenizer, args, train_examples, cfg, reward_terms, callbacks):
-    """TRL needs reward functions at construction; ours are adapters that read the trainer's per-batch outputs,
-    so they are created with a late-bound reference and connected once the trainer exists."""
+    """TRL needs named reward functions at construction; the values come from the trainer's `_calculate_rewards`."""
     from workbench.trainers import TermReward
 
-    holder: dict[str, Any] = {}
-
-    class _Late:
-        def __getattr__(self, item):
-            return getattr(holder["trainer"], item)
-
-    funcs = [TermReward(_Late(), t.name) for t in reward_terms]
-    trainer = trainer_cls(
+    return trainer_cls(
         model=model,
-        reward_funcs=funcs,
+        reward_funcs=[TermReward(t.name) for t in reward_terms],
         args=args,
         train_dataset=_to_dataset(train_examples, cfg.model.use_chat_template),
         processing_class=tokenizer,
         callbacks=callbacks,
     )
-    holder["trainer"] = trainer
-    return trainer
 
 
 def _summary(run: RunDir, cfg: TrainConfig, start: dict, end: dict, seconds: float, trainer) -> dict[str, Any]:

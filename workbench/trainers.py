@@ -1,23 +1,25 @@
 """ShapedGRPOTrainer / ShapedRLOOTrainer: TRL's trainers with the workbench's shaping terms plugged in.
 
-Extends TRL (trl 1.16) through four overrides, without copying its loops:
+Extends TRL 1.16 through overrides of its (private) methods, without copying its loops. The order in which TRL
+calls them for one optimizer step (``GRPOTrainer.training_step`` -> ``_prepare_inputs``):
 
-* ``_generate``: records prompt token ids (prompt lengths feed cost terms).
-* ``_calculate_rewards``: builds one ``Rollouts`` for the whole gathered generation batch (groups stay whole in a
-  multi-process run), computes only the signals active terms need, runs every reward term once, checks for
-  NaN/inf naming the term, logs signals (length/, cost/, shaping/), then lets TRL call its reward functions,
-  which are thin adapters returning each process's slice of those outputs. TRL keeps doing the weighting
-  (``reward_weights``), the group normalisation and its own ``rewards/<name>/mean`` logging.
-* ``_generate_and_score_completions``: applies advantage transforms to TRL's group-normalised advantages, and
-  writes samples.jsonl.
-* ``_compute_loss`` + ``_get_per_token_logps_and_entropies``: inside the training forward pass TRL already makes,
-  regularizers see the per-token log-probs and entropies, may rewrite per-token advantages (Clip-Cov) before
-  TRL's loss reads them, and may add a loss term (KL-Cov, SIREN). The same pass gives entropy/think and
-  entropy/answer for free.
-
-Per-token entropies at reward time (PEAR, EMPG) are read off the generation forward passes (a hook on the LM head
-while TRL generates), so they cost no extra pass. Only where generation happens elsewhere (vLLM) does the trainer
-fall back to one extra no-grad forward pass over the sampled batch. Either runs only when an active term needs it.
+1. ``_generate_and_score_completions`` (ours wraps TRL's) ->
+2. ``_generate`` (ours wraps TRL's): TRL samples the completions; we record prompt token ids (cost terms) and, when a
+   term needs them, per-token entropies read off the generation forward passes by a hook on the LM head (no extra
+   pass; only where generation happens elsewhere, vLLM, one extra no-grad pass at reward time).
+3. ``_calculate_rewards`` (ours replaces TRL's): one ``Rollouts`` for the whole gathered generation batch (groups
+   stay whole in a multi-process run), the signals active terms need (``workbench.signals``, the definitions
+   ``rl eval`` shares), every reward term once, NaN/inf checks naming the term, the length/, cost/ and shaping/
+   metrics; it returns the gathered (B, n_terms) tensor, as TRL's own does. TRL then weights it with
+   ``reward_weights`` (the one run-time source of term weights), normalises per group and logs
+   ``rewards/<name>/mean``.
+4. back in ``_generate_and_score_completions``: advantage transforms on TRL's group-normalised advantages (gathered,
+   transformed, sliced back), then samples.jsonl.
+5. ``_compute_loss`` (ours wraps TRL's) -> ``_get_per_token_logps_and_entropies`` (ours wraps TRL's): inside the
+   training forward pass TRL already makes, regularizers see per-token log-probs and entropies, may rewrite
+   per-token advantages (Clip-Cov) before TRL's loss reads them, and may add a loss term (KL-Cov, SIREN); the same
+   pass gives entropy/think and entropy/answer.
+6. ``_save_checkpoint`` / ``_load_optimizer_and_scheduler``: shaping-term state (HAPO's history) in checkpoints.
 """
 
 from __future__ import annotations
@@ -41,19 +43,15 @@ from workbench.tasks.base import Task, is_correct
 
 
 class TermReward:
-    """The TRL reward function for one reward term: returns this process's slice of the term's raw output.
+    """Names one reward term for TRL, which needs reward functions at construction and logs
+    `rewards/<name>/mean` under their names. The values never come from calling it: `_calculate_rewards` computes
+    every term once on the gathered batch and hands TRL the (B, n_terms) tensor directly."""
 
-    The trainer computes every term once per batch on the gathered rollouts (see `_calculate_rewards`); TRL calls
-    this adapter as it calls any reward function and applies the term's weight through `reward_weights`.
-    """
-
-    def __init__(self, trainer: Any, name: str):
-        self.trainer = trainer
+    def __init__(self, name: str):
         self.__name__ = name
 
-    def __call__(self, prompts, completions, **kwargs) -> list[float]:
-        out = self.trainer._term_outputs[self.__name__]
-        return out[self.trainer._process_slice].tolist()
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError(f"reward term '{self.__name__}' is computed by the Shaped trainer's _calculate_rewards")
 
 
 def _masked_mean(x: torch.Tensor, m: torch.Tensor) -> float:
@@ -92,7 +90,6 @@ class ShapingMixin:
         for term in [*reward_terms, *advantage_terms, *regularizers]:
             term.bind_tokenizer(tok)
         self.splitter = ThinkSplitter(tok)  # the think/answer boundary, as rl eval finds it (workbench.signals)
-        self._term_outputs: dict[str, torch.Tensor] = {}
         self._process_slice = slice(None)
         self._batch: dict[str, Any] | None = None
         self._loss_inputs: dict[str, Any] | None = None
@@ -230,8 +227,10 @@ class ShapingMixin:
             rollouts.tool_calls = torch.tensor([tool_call_count(c) for c in all_completions], dtype=torch.float32)
 
         outputs: dict[str, torch.Tensor] = {}
+        # The one source of each term's weight at run time: TRL's reward_weights (set from the terms' `weight`).
+        weights = self.reward_weights.detach().float().cpu()
         total = torch.zeros(len(all_ids))
-        for term in self.reward_terms:
+        for i, term in enumerate(self.reward_terms):
             out = term(rollouts).detach().float().cpu().reshape(-1)
             if out.numel() != len(all_ids):
                 raise ValueError(f"reward term '{term.name}' returned {out.numel()} values for {len(all_ids)} rollouts")
@@ -243,14 +242,15 @@ class ShapingMixin:
                 )
             outputs[term.name] = out
             rollouts.term_rewards[term.name] = out
-            total += term.weight * out
-            self._metrics[mode][f"shaping/{term.name}/mean"].append(float((term.weight * out).mean()))
+            total += weights[i] * out
+            self._metrics[mode][f"shaping/{term.name}/mean"].append(float((weights[i] * out).mean()))
             for k, v in term.metrics().items():
                 self._metrics[mode][f"shaping/{term.name}/{k}"].append(float(v))
-        self._term_outputs = outputs
         self._log_signals(mode, rollouts)
         self._batch = {"rollouts": rollouts, "rewards": total, "inputs": gather_object(list(inputs))}
-        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        # What TRL's own _calculate_rewards returns: the gathered (B, n_terms) raw outputs; TRL weights and sums
+        # them with reward_weights (sum_then_normalize), normalises per group and logs rewards/<name>/mean.
+        return torch.stack([outputs[t.name] for t in self.reward_terms], dim=1).to(device)
 
     def _log_signals(self, mode: str, r: Rollouts) -> None:
         m = self._metrics[mode]
@@ -579,6 +579,12 @@ def build_trl_args(algo_name: str, options: dict[str, Any], fixed: dict[str, Any
             hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys are the fields of trl.{cls.__name__}"
             raise ConfigError(f"unknown key 'algo.{key}'{hint}")
     kwargs = {**options, **fixed}
+    aggregation = kwargs.get("multi_objective_aggregation", "sum_then_normalize")
+    if aggregation != "sum_then_normalize":
+        # Shaping terms see (and samples.jsonl records) the weighted sum of the terms; TRL's normalize_then_sum would
+        # give the policy a different reward than the one they read.
+        raise ConfigError(f"algo.multi_objective_aggregation={aggregation!r} is not supported: the workbench's "
+                          f"reward is the weighted sum of its terms; use sum_then_normalize")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:

@@ -15,6 +15,7 @@ import torch
 from workbench.shaping.base import RewardTerm, Rollouts, register
 from workbench.signals import PER_MILLION, token_cost
 
+
 @register
 class CostTokens(RewardTerm):
     """Token-cost penalty: r = -$ per rollout (A^2FM / APO, Chen et al., arXiv 2510.12838), card 3.
@@ -166,22 +167,41 @@ def tool_call_schedule(step: int, horizon: int, schedule: str = "cosine") -> flo
 
 @register
 class ToolCalls(RewardTerm):
-    """SPEAR tool-call reward (Qin et al., "Learn the Ropes, Then Trust the Wins", arXiv 2509.22601;
-    TencentYoutuResearch/SPEAR ``reward_manager/episode.py``, ``recipe/spear/retool.py``), card 13b.
+    """SPEAR tool-call reward (Qin et al., "Learn the Ropes, Then Trust the Wins", arXiv 2509.22601), card 13b, or
+    the ReTool recipe's tool-call bonus.
 
     ``variant="spear"`` (default): r = min(cap, coef * n) * s(step) for every rollout, with n the number of tool
     calls and s = 0.5 (1 + cos(pi step/T)) for step <= T, else 0 (``schedule="constant"``: s = 1). It is an
-    intrinsic bonus that teaches tool use early and fades out, so the outcome reward takes over.
+    intrinsic bonus that teaches tool use early and fades out, so the outcome reward takes over. Reference:
+    TencentYoutuResearch/SPEAR ``retool/recipe/retool/reward.py`` (``default_compute_score_enforce_toolcall_*``:
+    +0.1 per tool-calling assistant message, capped at 1.0, times the cosine ratio over ``max_toolcall_steps``)
+    and ``verl-agent/agent_system/reward_manager/episode.py``.
 
-    ``variant="retool"`` (the ReTool math recipe): wrong answers only, r = min(cap, coef * (n - 2) / 2), correct
-    answers 0; the schedule still applies. ReTool adds this to a wrong score of -1 and caps the total at 0, so a
-    wrong answer never turns positive. Here wrong answers score 0 under ``correctness``, so choose ``cap`` below the
-    correctness weight (e.g. 0.5) to keep every wrong answer strictly below every correct one.
+    ``variant="retool"``: wrong answers only, r = min(cap, coef * n), correct answers 0; the schedule still applies
+    (the reference has none: ``schedule="constant"`` reproduces it).
+    Reference: volcengine/verl ``recipe/retool/retool.py::compute_score`` (added in verl PR #2233, since moved to
+    the verl-recipe repository): a wrong answer (math_dapo score -1) gets ``(num_turns - 2) / 2 * 0.1`` added,
+    where ``num_turns = user_turns + assistant_turns + 1`` (``verl/experimental/agent_loop/tool_agent_loop.py``).
+    With k tool-calling turns the agent loop makes k + 1 assistant turns and k tool-response turns, so
+    num_turns = 2k + 2 and the bonus is 0.1 k: **0 with no tool call**, 0.1 with one, 0.3 with three. (The formula
+    is in turns, not calls: applying it to the call count itself would give -0.1 with no tool call.) The reference
+    then caps the wrong answer's total at 0 (PR #2233, i.e. bonus <= 1) or, since verl PR #3175, at -0.6 (bonus
+    <= 0.4); ``cap`` plays that role. Here wrong answers score 0 under ``correctness``, so keep ``cap`` below the
+    correctness weight (e.g. 0.4, the current reference) so that every wrong answer stays below every correct one.
+    Deliberate difference: n counts tool calls; the reference counts tool-calling turns (equal when each turn makes
+    one call). A rollout cut off right after a tool response has num_turns = 2k + 1 in the reference (bonus
+    0.1 k - 0.05); here it is 0.1 k.
 
     Tool counts come from ``rollouts.tool_calls`` (filled by a tool-using trainer). When that is None (plain
     generation), the term counts occurrences of ``pattern`` (default ``"<tool_call>"``, the Qwen/Hermes tool-call
     tag) in the completion text (decision: a text fallback keeps the term usable and testable without a tool
     environment). Defaults are SPEAR's: coef 0.1, cap 1, T = 200 steps, cosine schedule.
+
+    >>> r = Rollouts(["x"] * 3, [[1]] * 3, torch.tensor([1] * 3), torch.tensor([3] * 3),
+    ...              torch.zeros(3, dtype=torch.bool), torch.tensor([0.0, 0.0, 1.0]), 3, [0] * 3, 8,
+    ...              tool_calls=torch.tensor([0.0, 3.0, 3.0]))
+    >>> [round(x, 4) for x in ToolCalls(variant="retool", schedule="constant")(r).tolist()]  # k = 0, 3 wrong; 3 right
+    [0.0, 0.3, 0.0]
     """
 
     name = "tool_calls"
@@ -218,10 +238,8 @@ class ToolCalls(RewardTerm):
     def __call__(self, rollouts: Rollouts) -> torch.Tensor:
         n = self.counts(rollouts)
         s = tool_call_schedule(rollouts.step, self.horizon, self.schedule)
-        if self.variant == "spear":
-            r = (self.coef * n).clamp(max=self.cap)
-        else:
-            r = (self.coef * (n - 2) / 2).clamp(max=self.cap)
+        r = (self.coef * n).clamp(max=self.cap)  # both variants: coef per call (ReTool's (2k+2 - 2)/2 * 0.1 = 0.1 k)
+        if self.variant == "retool":
             r = torch.where(rollouts.correct > 0.5, torch.zeros_like(r), r)
         self._metrics = {"schedule": s, "calls": float(n.mean()) if n.numel() else 0.0}
         return r * s

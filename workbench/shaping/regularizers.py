@@ -286,14 +286,16 @@ def top_p_entropy(logits: torch.Tensor, p: float = 0.8, k: int = 10000, chunk_si
 
 
 def peak_entropy_mask(entropies: torch.Tensor, mask: torch.Tensor, quantile: float = 0.8) -> torch.Tensor:
-    """(B, T) bool: per sequence, the valid tokens with entropy >= that sequence's ``quantile`` quantile.
+    """(B, T) bool: per sequence, the valid tokens with entropy **strictly above** that sequence's ``quantile``
+    quantile (linear interpolation over its valid tokens). Computed without gradient.
 
-    ``>=`` keeps at least the sequence's maximum (all tokens when they are equal). Computed without gradient.
+    As in SIREN's ``mask_by_quantile`` (``x > torch.nanquantile(...)``): a sequence whose valid entropies are all
+    equal (or that has a single valid token) selects nothing, because no token exceeds its own quantile.
 
     >>> H = torch.tensor([[0.1, 0.9, 0.5, 0.3, 0.7], [1.0, 1.0, 0.0, 0.0, 0.0]])
     >>> m = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
-    >>> peak_entropy_mask(H, m, 0.8).int().tolist()
-    [[0, 1, 0, 0, 0], [1, 1, 0, 0, 0]]
+    >>> peak_entropy_mask(H, m, 0.8).int().tolist()  # row 0: bound 0.74; row 1: bound 1.0, nothing above it
+    [[0, 1, 0, 0, 0], [0, 0, 0, 0, 0]]
     """
     H = entropies.detach().float()
     valid = mask.bool()
@@ -302,44 +304,56 @@ def peak_entropy_mask(entropies: torch.Tensor, mask: torch.Tensor, quantile: flo
         h = H[i][valid[i]]
         if h.numel() == 0:
             continue
-        threshold = torch.quantile(h, quantile)
-        selected[i] = valid[i] & (H[i] >= threshold)
+        bound = torch.quantile(h, quantile)
+        selected[i] = valid[i] & (H[i] > bound)
     return selected
 
 
 def selective_entropy(entropies: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
-    """Seq-mean-token-mean of the entropies over ``selected`` (sequences with no selected token are skipped).
+    """Seq-mean-token-mean of the entropies over ``selected``; a sequence with no selected token counts as 0 and
+    stays in the mean (SIREN's ``agg_loss(..., "seq-mean-token-mean")`` after its commit fa59a8d).
 
     >>> H = torch.tensor([[1.0, 3.0], [5.0, 0.0], [9.0, 9.0]])
-    >>> float(selective_entropy(H, torch.tensor([[True, True], [True, False], [False, False]])))
-    3.5
+    >>> round(float(selective_entropy(H, torch.tensor([[True, True], [True, False], [False, False]]))), 4)
+    2.3333
     """
+    if entropies.shape[0] == 0:
+        return entropies.sum() * 0.0
     s = selected.to(entropies.dtype)
     n = s.sum(dim=1)
-    has = n > 0
-    if not has.any():
-        return entropies.sum() * 0.0
-    per_seq = (entropies * s).sum(dim=1) / n.clamp(min=1.0)
-    return per_seq[has].mean()
+    kept = torch.where(selected, entropies, torch.zeros_like(entropies))  # no NaN from padded positions
+    per_seq = kept.sum(dim=1) / n.clamp(min=1.0)  # 0 where nothing is selected
+    return per_seq.mean()
 
 
 @register
 class SIREN(Regularizer):
     """SIREN: SelectIve entRopy rEgularizatioN (Jiang et al., "Rethinking Entropy Regularization in Large Reasoning
-    Models", arXiv 2509.25133; github.com/Linn3a/siren ``dp_actor.py``), card 10.
+    Models", arXiv 2509.25133), card 10. Reference: github.com/Linn3a/siren ``verl/verl/workers/actor/dp_actor.py``
+    (``mask_by_quantile``, ``update_policy``), ``verl/verl/trainer/ppo/core_algos.py`` (``agg_loss``) and
+    ``verl/verl/trainer/ppo/ray_trainer.py`` (the anchor), at commit fa59a8d.
 
     loss = coef * (H_sel - H_anchor)^2, with H_sel the seq-mean-token-mean entropy over each sequence's
-    peak-entropy tokens (entropy >= the sequence's ``quantile`` quantile, q = 0.8: its top 20%) and H_anchor the
-    same quantity on the first call (first training micro-batch), then fixed. Self-anchored: a squared deviation,
-    not a bonus, so entropy can neither explode nor collapse. Gradient flows through the selected entropies only.
+    peak-entropy tokens (entropy strictly above the sequence's ``quantile`` quantile, q = 0.8: its top 20%) and
+    H_anchor the same quantity on the first call that selects a token (first training micro-batch), then fixed.
+    Self-anchored: a squared deviation, not a bonus, so entropy can neither explode nor collapse. Gradient flows
+    through the selected entropies only.
 
-    Approximation (decision): SIREN measures entropy on the top-p (p = 0.8) nucleus of the top-k (10,000) logits,
+    As in the reference: the bound is strict (``>``), so a sequence with constant entropy, or a single token,
+    selects nothing; such a sequence counts as 0 in H_sel and stays in the mean over sequences, pulling H_sel down
+    in proportion to its share of the micro-batch. A micro-batch with no peak token at all gives H_sel = 0 and a
+    constant loss coef * H_anchor^2 (no gradient). (The reference applies the quantile mask twice; for non-negative
+    entropies the second pass keeps the same tokens.)
+
+    Deliberate differences: (1) SIREN measures entropy on the top-p (p = 0.8) nucleus of the top-k (10,000) logits,
     which needs the full logits inside the loss. ``loss()`` receives TRL's full-vocabulary per-token entropies, so
-    this term is SIREN with p = 1 (no action-subset mask); the state-subset mask, the aggregation and the anchor are
-    SIREN's. ``top_p_entropy(logits, p, k)`` implements the real quantity for a trainer that can pass logits.
-    The anchor is cross-step state (``state_dict``: ``{"anchor": float | None}``) so a resumed run keeps it.
-    Defaults: coef 0.005 (``entropy_coeff``), quantile 0.8 (the repo's ``siren.sh``). The trainer must keep the
-    entropies' graph (TRL computes them with grad when an entropy term is active).
+    this term is SIREN with p = 1 (no action-subset mask); ``top_p_entropy(logits, p, k)`` implements the real
+    quantity for a trainer that can pass logits. (2) The reference takes H_anchor once, on the whole first batch
+    (from the old-log-prob pass); here it is the first training micro-batch, and a call that selects no token
+    never sets it (an anchor of 0 would push peak entropy to collapse). The anchor is cross-step state
+    (``state_dict``: ``{"anchor": float | None}``) so a resumed run keeps it.
+    Defaults: coef 0.005 (``entropy_coeff``), quantile 0.8 (``mask_ratio`` in the repo's ``exp_scripts/siren.sh``).
+    The trainer must keep the entropies' graph (TRL computes them with grad when an entropy term is active).
     """
 
     name = "siren"
@@ -355,7 +369,7 @@ class SIREN(Regularizer):
         if entropies is None:
             raise ValueError("regularizer.siren needs the per-token entropies of the training forward pass")
         selected = peak_entropy_mask(entropies, mask, self.quantile)
-        if not selected.any():
+        if self.anchor is None and not selected.any():
             self._metrics = {"selected_tokens": 0.0}
             return None
         h_sel = selective_entropy(entropies, selected)
