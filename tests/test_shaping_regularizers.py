@@ -189,10 +189,11 @@ def test_peak_entropy_mask_per_sequence():
 def siren_reference(H, mask, q, anchor, coef):
     """SIREN's loss as the reference computes it (Linn3a/siren dp_actor.py mask_by_quantile + core_algos.py agg_loss
     "seq-mean-token-mean" at fa59a8d): bound = nanquantile over the valid tokens, keep H > bound, per-sequence mean
-    over the kept tokens with 0 for a sequence that keeps none, mean over all sequences; coef * (H_sel - anchor)^2."""
+    over the kept tokens with 0 for a sequence that keeps none, mean over all sequences; coef * (H_sel - anchor)^2.
+    The reference's padded entropies are 0 (verl's pad_input), so none passes the bound; here padding is masked."""
     Hm = H.masked_fill(~mask.bool(), float("nan"))
     bound = torch.nanquantile(Hm, q, dim=-1, keepdim=True)
-    keep = (H > bound).float()
+    keep = ((H > bound) & mask.bool()).float()
     n = keep.sum(-1)
     per_seq = torch.zeros(H.shape[0])
     per_seq[n > 0] = (H * keep).sum(-1)[n > 0] / n[n > 0]

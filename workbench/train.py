@@ -160,6 +160,7 @@ def _train(cfg: TrainConfig, overrides: list[str], argv: list[str] | None, resum
 
     console = _console()
     argv = argv if argv is not None else sys.argv
+    checked = check_train(cfg, new_run=resume is None)  # bad input fails here: no model loaded, nothing written
     set_seed(cfg.seed)
     from workbench.progress import apply_threads
 
@@ -169,7 +170,6 @@ def _train(cfg: TrainConfig, overrides: list[str], argv: list[str] | None, resum
     # Under torchrun / accelerate launch this joins the process group (gloo on CPU); alone it is a no-op.
     state = PartialState(cpu=not torch.cuda.is_available())
     main = state.is_main_process
-    checked = check_train(cfg, new_run=resume is None)  # bad input fails here: no model loaded, nothing written
     lock = None
     run: RunDir | None = None
     if main and resume is not None:

@@ -211,14 +211,31 @@ def top_cov_mask(advantages: torch.Tensor, logps: torch.Tensor, mask: torch.Tens
 
 @register
 class KLCov(Regularizer):
-    """KL-Cov (Cui et al., arXiv 2505.22617; PRIME-RL/Entropy-Mechanism-of-RL, veRL ``loss_mode=kl_cov``), card 6.
+    """KL-Cov (Cui et al., arXiv 2505.22617), card 6. Reference: PRIME-RL/Entropy-Mechanism-of-RL
+    ``verl/trainer/ppo/core_algos.py::compute_policy_loss_kl_cov`` (veRL ``loss_mode=kl_cov``).
 
     Select the top-k tokens of the micro-batch by cov_t (``top_cov_mask``; k = max(1, floor(N k_percent/100)),
-    k_percent 0.2 -> **0.2%** of tokens) and add beta * |logp - old_logp| on them. Aggregation (decision): summed
-    over the selected tokens and divided by the number of valid tokens N, i.e. the token mean the original applies
-    to its per-token loss matrix (the penalty replaces nothing: our surrogate still runs on every token, while the
-    original also removes the PPO clip on the selected tokens; on-policy the ratio is 1 so that makes no
-    difference). Defaults: k_percent 0.2, beta (``ppo_kl_coef``) 1.
+    k_percent 0.2 -> **0.2%** of tokens) and add beta * |logp - old_logp| on them, summed over the selected tokens
+    and divided by the number of valid tokens N (the reference's token mean). Defaults: k_percent 0.2, beta
+    (``ppo_kl_coef``) 1.
+
+    What the project computes, exactly: this ``loss()`` is *added* to TRL's loss by the trainer's ``_compute_loss``
+    override (``workbench/trainers.py``; divided by the gradient-accumulation steps, as TRL scales its own loss).
+    TRL's loss is untouched: for ``loss_type`` grpo/bnpo/dr_grpo/dapo it is the clipped surrogate
+    -min(r A, clip(r, 1 - epsilon, 1 + epsilon_high) A) on **every** valid token (trl 1.16
+    ``GRPOTrainer._compute_loss``; conf/algo/grpo.yaml: dapo, epsilon 0.2 / 0.28). So the total is
+    clipped-PPO + beta |logp - old_logp| on the selected tokens.
+    The reference has **no PPO clip on any token** in this loss: -A r on every token, plus beta |logp - old_logp|
+    on the selected ones, token-mean (its ``cliprange`` arguments are accepted and unused; the scripts' clip
+    0.2 / 0.2 does not reach it).
+    Why the difference: regularizer hooks add to or reshape TRL's loss; they do not replace its surrogate, and the
+    clip is a run-wide TRL option (``algo.epsilon*``) that other terms share. When it matters: on-policy the ratio
+    is 1, nothing is clipped and both agree (and the penalty is 0, see below). With ``num_iterations > 1`` a token
+    whose ratio has left [1 - epsilon, 1 + epsilon_high] in the direction of its advantage gets no policy gradient
+    here (only the penalty's, if selected), while the reference keeps pushing it with -A r: this is the more
+    conservative KL-Cov-on-top-of-PPO. To reproduce the reference's unclipped surrogate, widen the clip for the
+    run, e.g. ``algo.epsilon=1.0 algo.epsilon_high=1e9`` (lower bound 0, which a ratio never reaches);
+    ``tests/test_shaping_kl_cov_trl.py`` pins both cases against TRL's own ``_compute_loss``.
 
     Finding (documented, tested): d|x|/dx at x = 0 is 0 in torch, and TRL uses ``old_logps = logps.detach()``
     when ``num_iterations == 1`` and generation and optimisation steps coincide. There the penalty is 0 **and so is
