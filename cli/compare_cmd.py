@@ -6,10 +6,28 @@ Module level imports typer only: `rl --help` must not import numpy-heavy, scipy,
 from __future__ import annotations
 
 import shlex
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from cli.common import fail
+
+
+class OutputFormat(str, Enum):
+    """What `rl compare` prints on stdout."""
+
+    table = "table"  # rich tables
+    md = "md"  # Markdown
+    csv = "csv"
+
+
+class SignificanceTest(str, Enum):
+    """The test of each group against the baseline (workbench.stats)."""
+
+    welch = "welch"
+    bootstrap = "bootstrap"
 
 
 def compare_command(
@@ -33,12 +51,12 @@ def compare_command(
         Optional[Path],
         typer.Option("--report", "-r", help="Also write a self-contained HTML report (plots, samples) to this file."),
     ] = None,
-    fmt: Annotated[
-        str, typer.Option("--format", "-f", help="Output on stdout: table (rich), md (Markdown) or csv.")
-    ] = "table",
-    test: Annotated[
-        str, typer.Option("--test", help="Significance test against the baseline: welch or bootstrap.")
-    ] = "welch",
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="Output on stdout: table (rich), md (Markdown) or csv.")
+    ] = OutputFormat.table,
+    significance: Annotated[
+        SignificanceTest, typer.Option("--test", help="Significance test against the baseline: welch or bootstrap.")
+    ] = SignificanceTest.welch,
     samples: Annotated[
         int, typer.Option("--samples", help="Completions per run in the report's sample browser.")
     ] = 12,
@@ -51,12 +69,7 @@ def compare_command(
 
     Default metrics: eval/pass@1 (else eval/accuracy), eval/length/mean (else length/mean), cost/mean, entropy/mean. Failed and running runs are listed separately, never mixed in.
     """
-    from cli.main import fail
-
-    if fmt not in ("table", "md", "csv"):
-        fail(f"--format must be table, md or csv, got {fmt!r}")
-    if test not in ("welch", "bootstrap"):
-        fail(f"--test must be welch or bootstrap, got {test!r}")
+    fmt, test = output_format.value, significance.value
     if report is not None and report.suffix.lower() not in (".html", ".htm"):
         fail(f"--report must name an .html file, got {report}")
     if samples < 0:

@@ -154,7 +154,7 @@ def eval_command(
 
     Scored by the task's own scorer, the one training rewards use; every metric gets a bootstrap 95% CI over problems.
     """
-    from cli.main import fail
+    from cli.common import fail
 
     try:
         run_dir, overrides = _split_args(list(args or []))

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from cli.common import fail
 from workbench.compose import config_groups
 from workbench.config import ConfigError
 
@@ -36,12 +37,6 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
 )
-
-
-def fail(message: str, code: int = 2) -> None:
-    """One line on stderr, no traceback, non-zero exit."""
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(code)
 
 
 @app.callback()

@@ -1,6 +1,7 @@
 """`rl sweep`: parse, plan (validates every job, writes nothing), launch through Hydra, print. Wiring only.
 
-The work is in workbench.sweep. Module level imports typer only: `rl --help` must not import hydra or torch.
+The work is in workbench.sweep; what it prints is in cli.sweep_view. Module level imports typer only: `rl --help`
+must not import hydra or torch.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from workbench.compose import CONF_DIR
+from cli.common import fail
+from workbench.compose import group_options
 
 _LAUNCHER_PLUGINS = {
     "joblib": "hydra_plugins.hydra_joblib_launcher",
@@ -31,12 +33,12 @@ def _installed(module: str) -> bool:
 
 def _launchers() -> list[str]:
     names = ["basic"] + [n for n, mod in _LAUNCHER_PLUGINS.items() if _installed(mod)]
-    presets = sorted(p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml"))
+    presets = group_options("hydra/launcher")
     return names + [p for p in presets if p not in names]
 
 
 def _epilog() -> str:
-    presets = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))  # no hydra import here
+    presets = group_options("sweep")  # no hydra import here
     return (
         "Examples:\n\n"
         "  rl sweep reward.length_kimi.weight=0.1,0.3,1.0 seed=1,2,3 experiment=length_shaping   # grid, 9 runs\n\n"
@@ -59,129 +61,28 @@ def _epilog() -> str:
 
 SWEEP_EPILOG = _epilog()
 
-from workbench.sweep import _fmt  # noqa: E402  (import-light: no torch, no hydra)
-
-
-def _console():
-    from rich.console import Console
-
-    return Console()
-
-
-def _print_plan(plan, sweep_root: str) -> None:
-    from rich.table import Table
-
-    from workbench.sweep import describe_objective
-
-    console = _console()
-    where = f"{sweep_root}/sweeps/<timestamp>_{plan.name}/"
-    if plan.kind == "grid":
-        console.print(f"[bold]grid sweep {plan.name!r}[/bold]: {len(plan.jobs)} jobs, launcher {plan.launcher}, "
-                      f"into {where}")
-        table = Table(show_header=True, header_style="bold")
-        table.add_column("job", justify="right")
-        for key in plan.swept_keys:
-            table.add_column(key)
-        for job in plan.jobs:
-            values = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in job.overrides}
-            table.add_row(str(job.job), *[values.get(k, "") for k in plan.swept_keys])
-        console.print(table)
-    else:
-        console.print(f"[bold]Optuna sweep {plan.name!r}[/bold]: {plan.n_trials} trials ({plan.sampler}), "
-                      f"{'/'.join(plan.directions)} {describe_objective(plan.objective)}, launcher {plan.launcher}, "
-                      f"into {where}")
-        table = Table(show_header=True, header_style="bold")
-        table.add_column("parameter")
-        table.add_column("search space")
-        for k, v in plan.params.items():
-            table.add_row(k, v)
-        console.print(table)
-        console.print("[dim]trials are sampled by Optuna while the sweep runs[/dim]")
-    if plan.base_overrides:
-        console.print(f"[dim]every job: {' '.join(plan.base_overrides)}[/dim]")
-    if plan.hydra_overrides:
-        console.print(f"[dim]hydra: {' '.join(plan.hydra_overrides)}[/dim]")
-
-
-def _print_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    from workbench.sweep import counts, read_definition, read_study, short_override
-
-    console = _console()
-    definition = read_definition(sweep_dir)
-    with_objective = definition.get("objective") is not None
-    wide = console.width >= 140
-    table = Table(title=f"rl sweep: {definition['id']}", show_header=True, header_style="bold")
-    table.add_column("job", justify="right", no_wrap=True)
-    table.add_column("overrides", overflow="fold", ratio=3)
-    table.add_column("status", no_wrap=True)
-    if with_objective:
-        table.add_column("objective", justify="right", no_wrap=True)
-    table.add_column("accuracy", justify="right", no_wrap=True)
-    table.add_column("length", justify="right", no_wrap=True)
-    if wide:
-        table.add_column("run directory", overflow="fold", ratio=2)
-    styles = {"completed": "green", "failed": "red", "running": "yellow", "pending": "dim"}
-    for r in rows:
-        m = r.get("metrics") or {}
-        status = r["status"] + (f" -> job {r['retried_as']}" if r.get("retried_as") is not None else "")
-        cells = [str(r["job"]), "\n".join(short_override(o) for o in r["overrides"]),
-                 Text(status, style=styles.get(r["status"], ""))]
-        if with_objective:
-            cells.append(_fmt(r.get("objective")))
-        cells += [_fmt(m.get("eval/accuracy")), _fmt(m.get("eval/length/mean"))]
-        if wide:
-            cells.append(r.get("run_dir") or "")
-        table.add_row(*cells)
-    console.print(table)
-    for r in rows:
-        if r.get("error"):
-            console.print(f"[red]job {r['job']} failed[/red]: {r['error']}"
-                          + (f" ({r['run_dir']}/error.txt)" if r.get("run_dir") else ""), highlight=False)
-    c = counts(rows)
-    parts = [f"[green]{c['completed']} completed[/green]",
-             f"[red]{c['failed']} failed[/red]" if c["failed"] else "0 failed"]
-    if c["running"]:
-        parts.append(f"[yellow]{c['running']} still running or lost[/yellow]")
-    if c["pending"]:
-        parts.append(f"{c['pending']} not run")
-    console.print(f"{sum(c.values())} jobs: " + ", ".join(parts))
-    if definition["kind"] == "optuna":
-        study = read_study(sweep_dir)
-        if study.get("best_params") is not None:
-            console.print(f"best (job {study['best_job']}): {study['best_value']:.4g} with "
-                          + " ".join(f"{k}={_fmt(v)}" for k, v in study["best_params"].items()), highlight=False)
-        for t in study.get("best_trials", []):
-            console.print(f"pareto (job {t['job']}): {_fmt(t['values'])} with "
-                          + " ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items()), highlight=False)
-    console.print(f"sweep directory: [bold]{sweep_dir}[/bold]  (index.jsonl; run_dir paths are relative to it)",
-                  soft_wrap=True)
-    if c["failed"] or c["running"] or c["pending"]:
-        console.print(f"rerun what is missing or failed: [bold]rl sweep --resume {sweep_dir}[/bold]", soft_wrap=True)
-
 
 def _merge_hydra(saved: list[str], extra: list[str]) -> list[str]:
     """Resume-time hydra overrides replace saved ones with the same key (a new launcher drops the old one's keys)."""
-    from workbench.sweep import _key
+    from workbench.sweep import override_key
 
-    keys = {_key(o) for o in extra}
+    keys = {override_key(o) for o in extra}
     new_launcher = "hydra/launcher" in keys
-    kept = [o for o in saved if _key(o) not in keys and not (new_launcher and _key(o).startswith("hydra.launcher."))]
+    kept = [o for o in saved if override_key(o) not in keys
+            and not (new_launcher and override_key(o).startswith("hydra.launcher."))]
     return kept + extra
 
 
 def _run_with_monitor(sweep_dir: Path, total: int, title: str, quiet: bool, fn) -> None:
     from rich.live import Live
 
-    from workbench.sweep import SweepMonitor
+    from cli.sweep_view import SweepMonitor, console
 
-    console = _console()
-    if quiet or not console.is_terminal:
+    out = console()
+    if quiet or not out.is_terminal:
         fn()
         return
-    with Live(SweepMonitor(sweep_dir, total, title), console=console, refresh_per_second=1, transient=True):
+    with Live(SweepMonitor(sweep_dir, total, title), console=out, refresh_per_second=1, transient=True):
         fn()
 
 
@@ -210,7 +111,7 @@ def sweep_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress display.")] = False,
 ) -> None:
     """Run a grid or Optuna sweep as a Hydra multirun; every job is an `rl train` run directory."""
-    from cli.main import fail
+    from cli.sweep_view import print_plan, print_summary
     from workbench.config import ConfigError
 
     overrides = list(overrides or [])
@@ -222,7 +123,7 @@ def sweep_command(
         if resume is not None:
             if name or objective:
                 fail("--resume takes no --name or --objective: a resumed sweep keeps its definition")
-            bad = [o for o in overrides if not sw._is_hydra(o)]
+            bad = [o for o in overrides if not sw.is_hydra(o)]
             if bad:
                 fail(f"--resume accepts only hydra overrides (e.g. hydra/launcher=joblib), got {bad[0]!r}")
             sweep_dir = resume.resolve()
@@ -241,7 +142,7 @@ def sweep_command(
                                                if state["retried"] else ""))
             if total == 0:
                 typer.echo(f"nothing to resume: every job of {sweep_dir} is completed")
-                _print_summary(sweep_dir, sw.read_index(sweep_dir))
+                print_summary(sweep_dir, sw.read_index(sweep_dir))
                 return
             if dry_run:
                 typer.echo(f"would rerun {desc} of {sweep_dir}")
@@ -260,7 +161,7 @@ def sweep_command(
             goal: Any = [o.strip() for o in objective.split(",")] if objective and "," in objective else objective
             plan = sw.plan_sweep(overrides, name=name, objective=goal)
             if dry_run:
-                _print_plan(plan, plan.runs_dir)
+                print_plan(plan, plan.runs_dir)
                 return
             sweep_dir = sw.create_sweep_dir(plan, ["rl", *sys.argv[1:]] if sys.argv[0].endswith("rl") else
                                             ["rl", "sweep", *overrides])
@@ -286,7 +187,7 @@ def sweep_command(
             typer.secho(f"error: sweep launch failed: {type(e).__name__}: {msg[:500]}", err=True, fg=typer.colors.RED)
             code = 1
         rows = sw.finalize(sweep_dir)
-        _print_summary(sweep_dir, rows)
+        print_summary(sweep_dir, rows)
         c = sw.counts(rows)
         if code == 0 and (c["failed"] or c["running"] or c["pending"]):
             code = 1
@@ -300,8 +201,7 @@ def _set_hydra(sweep_dir: Path, definition: dict[str, Any], hydra_overrides: lis
     """Resume with different hydra overrides (e.g. another launcher): they become the sweep's from now on."""
     if hydra_overrides == definition["hydra_overrides"]:
         return
-    from workbench.runs import atomic_write_json
-    from workbench.sweep import SWEEP_FILE
+    from workbench.sweep import write_definition
 
     definition["hydra_overrides"] = hydra_overrides
-    atomic_write_json(sweep_dir / SWEEP_FILE, definition)
+    write_definition(sweep_dir, definition)

@@ -2,7 +2,9 @@
 
 import json
 import math
+from collections import deque
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,6 +80,45 @@ def test_cost_router_window_rolls_and_resumes():
     resumed.load_state_dict(state)
     batch = make_rollouts([1, 1], [1, 1], cost=[4.0, 36.0])
     assert torch.equal(resumed(batch), term(batch))
+
+
+def router_reference(costs, history=(), window=1000):
+    """Router-R1's normalize_reward (ulab-uiuc/Router-R1 verl/trainer/main_ppo.py), called once per rollout in batch
+    order: append sqrt(c) to a deque of `window` values, then p5/p95 with numpy's percentile (min/max for a
+    one-value window), 0.5 when p95 - p5 < 1e-8, else 1 - clip((c' - p5) / (p95 - p5), 0, 1)."""
+    buffer = deque(history, maxlen=window)
+    out = []
+    for c in costs:
+        x = float(np.sqrt(c))
+        buffer.append(x)
+        arr = np.array(buffer)
+        lo, hi = (np.percentile(arr, 5), np.percentile(arr, 95)) if len(arr) >= 2 else (arr.min(), arr.max())
+        out.append(0.5 if hi - lo < 1e-8 else 1.0 - float(np.clip((x - lo) / (hi - lo), 0.0, 1.0)))
+    return out
+
+
+def test_cost_router_first_batch_differs_from_the_reference_as_documented():
+    costs = [1.0, 4.0, 9.0, 16.0]  # sqrt: 1, 2, 3, 4
+    # the reference: rollout 0 sees a one-value window (0.5); each later one is the dearest so far (0)
+    assert router_reference(costs) == pytest.approx([0.5, 0.0, 0.0, 0.0])
+    assert router_reference(costs[::-1]) == pytest.approx([0.5, 1.0, 1.0, 1.0])  # order decides the reward
+    # here: the whole batch is the window (p5 = 1.15, p95 = 3.85), independent of order
+    r = CostRouter()(make_rollouts([1] * 4, [1] * 4, cost=costs))
+    assert r.tolist() == pytest.approx([1.0, 1 - 0.85 / 2.7, 1 - 1.85 / 2.7, 0.0], abs=1e-6)
+    reversed_batch = CostRouter()(make_rollouts([1] * 4, [1] * 4, cost=costs[::-1]))
+    assert reversed_batch.tolist() == pytest.approx(r.tolist()[::-1])
+
+
+def test_cost_router_with_a_full_window_is_close_to_the_reference():
+    history = [float(i) for i in range(100)]  # earlier sqrt-costs 0..99
+    costs = [100.0, 2500.0, 8100.0, 9025.0]  # sqrt: 10, 50, 90, 95
+    expected = router_reference(costs, history)
+    assert expected == pytest.approx([0.94382, 0.49438, 0.04392, 0.0], abs=1e-5)
+    term = CostRouter()
+    term.load_state_dict({"window": history})
+    r = term(make_rollouts([1] * 4, [1] * 4, cost=costs))
+    assert r.tolist() == pytest.approx([0.94593, 0.5, 0.05407, 0.0], abs=1e-5)
+    assert max(abs(a - b) for a, b in zip(r.tolist(), expected)) < 0.015
 
 
 def test_cost_router_log1p_transform_uses_micro_dollars():

@@ -1,7 +1,12 @@
-"""The shaping registry against conf/: names one to one, every conf file builds, doctests pass, and every term stays
-finite on the edge cases (all same length, all correct, all wrong, G = 1, no </think>, zero length, empty mask)."""
+"""The shaping registry against conf/: modules discovered, names one to one with conf files, every conf file builds,
+doctests pass, and every term stays finite on the edge cases (all same length, all correct, all wrong, G = 1, no
+</think>, zero length, empty mask)."""
 
 import doctest
+import importlib
+import pkgutil
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,22 +14,29 @@ import torch
 from omegaconf import OmegaConf
 
 import workbench.shaping as shaping
-from workbench.shaping import advantage, cost, entropy, length, regularizers, transforms
-from workbench.shaping.base import KINDS, REGISTRY, Rollouts, build_terms
+from workbench.config import ConfigError
+from workbench.shaping import import_submodules
+from workbench.shaping.base import KINDS, REGISTRY, RewardTerm, Rollouts, build_terms, register
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def conf_files(kind):
-    return sorted((CONF / kind).glob("*.yaml"))
+def conf_files(kind, conf=CONF):
+    return sorted((conf / kind).glob("*.yaml"))
+
+
+def conf_mismatch(kind, conf=CONF):
+    """(registered names without conf/<kind>/<name>.yaml, conf/<kind> files without a registered term)."""
+    names = set(REGISTRY[kind])
+    files = {p.stem for p in conf_files(kind, conf)}
+    return names - files, files - names
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_registry_names_match_conf_files(kind):
-    names = set(REGISTRY[kind])
-    files = {p.stem for p in conf_files(kind)}
-    assert names - files == set(), f"registered {kind} terms without conf/{kind}/<name>.yaml"
-    assert files - names == set(), f"conf/{kind} files without a registered term"
+    without_yaml, without_term = conf_mismatch(kind)
+    assert without_yaml == set(), f"registered {kind} terms without conf/{kind}/<name>.yaml"
+    assert without_term == set(), f"conf/{kind} files without a registered term"
 
 
 ALL_CONF = [p for k in KINDS for p in conf_files(k)]
@@ -40,13 +52,99 @@ def test_conf_file_builds(path):
     assert (type(term).__doc__ or "").strip(), f"{type(term).__name__} has no docstring"
 
 
-MODULES = [length, entropy, cost, transforms, advantage, regularizers]
+MODULES = [importlib.import_module(f"workbench.shaping.{m.name}") for m in pkgutil.iter_modules(shaping.__path__)]
+TERM_MODULES = {cls.__module__ for table in REGISTRY.values() for cls in table.values()}
+
+
+def test_every_module_of_the_package_is_imported():
+    names = {m.name for m in pkgutil.iter_modules(shaping.__path__) if not m.name.startswith("_")}
+    assert names <= {n.rsplit(".", 1)[-1] for n in sys.modules if n.startswith("workbench.shaping.")}
+    assert {"advantage", "cost", "entropy", "length", "regularizers", "task_rewards", "transforms"} <= {
+        n.rsplit(".", 1)[-1] for n in TERM_MODULES
+    }
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
 def test_doctests(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
+    assert result.failed == 0
+    if module.__name__ in TERM_MODULES:  # a module that defines terms shows at least one `>>>` example
+        assert result.attempted > 0
+
+
+# ----------------------------------------------------------------------------------------------- discovery
+
+NEW_MODULE = '''"""A reward term that exists only in this test: one file, no edit anywhere else."""
+
+import torch
+
+from workbench.shaping.base import RewardTerm, Rollouts, register
+
+
+@register
+class PerToken(RewardTerm):
+    """scale x completion tokens."""
+
+    name = "test_per_token"
+    needs = frozenset({"lengths"})
+
+    def __init__(self, weight: float = 1.0, scale: float = 0.5):
+        super().__init__(weight)
+        self.scale = float(scale)
+
+    def __call__(self, rollouts: Rollouts) -> torch.Tensor:
+        return self.scale * rollouts.lengths.float()
+'''
+
+
+@pytest.fixture
+def new_term_module(tmp_path, monkeypatch):
+    """A module file `test_new_term.py` that sits in the package's search path (as a new file in
+    workbench/shaping/ would); the registry and sys.modules are restored afterwards."""
+    folder = tmp_path / "extra"
+    folder.mkdir()
+    (folder / "test_new_term.py").write_text(NEW_MODULE)
+    monkeypatch.setattr(shaping, "__path__", [*shaping.__path__, str(folder)])
+    monkeypatch.setitem(REGISTRY, "reward", dict(REGISTRY["reward"]))
+    yield "workbench.shaping.test_new_term"
+    sys.modules.pop("workbench.shaping.test_new_term", None)
+    if hasattr(shaping, "test_new_term"):
+        delattr(shaping, "test_new_term")
+
+
+def test_a_new_module_is_discovered_and_its_term_builds_and_runs(new_term_module, tmp_path):
+    assert "test_per_token" not in REGISTRY["reward"]
+    assert "test_new_term" in import_submodules(shaping)
+    assert new_term_module in sys.modules
+    (term,) = build_terms("reward", {"test_per_token": {"scale": 2.0, "weight": 0.5}})
+    assert term.weight == 0.5
+    r = edge_rollouts([2, 5, 3, 8], [1, 0, 1, 0], 2, [True] * 4)
+    assert term(r).tolist() == [4.0, 10.0, 6.0, 16.0]
+    import_submodules(shaping)  # again: nothing is imported twice, so no duplicate-name error
+
+    # the one-to-one check flags the term until its yaml exists
+    assert conf_mismatch("reward") == ({"test_per_token"}, set())
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF / "reward", conf / "reward")
+    (conf / "reward" / "test_per_token.yaml").write_text(
+        "# A test term.\ntest_per_token:\n  # Tokens to reward.\n  scale: 2.0\n"
+    )
+    assert conf_mismatch("reward", conf) == (set(), set())
+
+
+def test_registry_fails_loudly(monkeypatch):
+    monkeypatch.setitem(REGISTRY, "reward", dict(REGISTRY["reward"]))
+
+    class Twin(RewardTerm):
+        """Another class under an existing name."""
+
+        name = "correctness"
+
+    with pytest.raises(ValueError, match="duplicate reward term name 'correctness'"):
+        register(Twin)
+    with pytest.raises(ConfigError) as err:
+        build_terms("reward", {"no_such_term": {}})
+    assert err.value.args[0].endswith(", ".join(sorted(REGISTRY["reward"])))
 
 
 # ----------------------------------------------------------------------------------------------- edge cases

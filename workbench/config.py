@@ -37,6 +37,7 @@ class TinyModelConfig:
     warm_start_batch_size: int = 64
     warm_start_lr: float = 3e-3
     verbose_fraction: float = 0.5
+    verbose_style: str = "steps"  # steps | padded (VERBOSE_STYLES): what the verbose half of the warm start holds
     seed: int = 0
 
 
@@ -90,6 +91,8 @@ class TaskConfig:
 
 
 PROMPT_STYLES = ("compact", "natural")
+# model.tiny.verbose_style: step-by-step verbose traces, or the concise trace restated to the same length.
+VERBOSE_STYLES = ("steps", "padded")
 
 # ----------------------------------------------------------------------------------------------- algo
 
@@ -320,6 +323,7 @@ def check_model(model: ModelConfig) -> None:
     """Choices and required keys of the model group (shared by rl train and rl eval)."""
     _check_choice("model.kind", model.kind, MODEL_KINDS)
     _check_choice("model.dtype", model.dtype, DTYPES)
+    _check_choice("model.tiny.verbose_style", model.tiny.verbose_style, VERBOSE_STYLES)
     if model.kind == "hf" and not (model.name_or_path or model.gguf_file):
         raise ConfigError("model.name_or_path (or model.gguf_file) must be set when model.kind=hf")
     if model.gguf_file and model.name_or_path:

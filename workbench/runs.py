@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.config import ConfigError
+from workbench.config import ConfigError, TrainConfig, to_train_config
 
 STATUS_RUNNING, STATUS_COMPLETED, STATUS_FAILED = "running", "completed", "failed"
 STATUS_INTERRUPTED = "interrupted"  # stopped by a signal (SIGINT, SIGTERM, SIGHUP); meta.json says which
@@ -43,14 +43,14 @@ def sanitize_name(name: str) -> str:
     return clean or "run"
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """NaN/inf are not JSON: write them as null."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
@@ -74,7 +74,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(_json_safe(data), indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(data), indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: Path) -> Any:
@@ -101,7 +101,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:
     with open(path, "a") as f:
-        f.write(json.dumps(_json_safe(row)) + "\n")
+        f.write(json.dumps(json_safe(row)) + "\n")
         f.flush()
 
 
@@ -378,6 +378,14 @@ class RunDir:
             if f.exists():
                 rows = [r for r in read_jsonl(f) if keep(r.get("step", 0))]
                 atomic_write_text(f, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def load_run_config(run: RunDir) -> TrainConfig:
+    """A run's config.yaml as a validated TrainConfig: what rl train --resume and rl eval read."""
+    import yaml
+
+    with open(run.config_file) as f:
+        return to_train_config(yaml.safe_load(f))
 
 
 class RunInUse(ConfigError):

@@ -105,25 +105,30 @@ def fit_entropy_law(H: Sequence[float] | np.ndarray, R: Sequence[float] | np.nda
     return out
 
 
+def non_dominated(points: Sequence[Sequence[float]] | np.ndarray, maximize: Sequence[bool]) -> list[int]:
+    """Indices (ascending) of the points on the Pareto front, in any number of dimensions.
+
+    Point i is dominated if some j is at least as good on every axis and strictly better on one (better = larger
+    where `maximize[axis]`, smaller elsewhere). Exact duplicates do not dominate each other, so both stay. Points
+    with a non-finite coordinate are never on the front.
+    """
+    pts = np.asarray(points, dtype=float).reshape(-1, len(maximize))
+    s = pts * np.where(np.asarray(maximize, dtype=bool), -1.0, 1.0)  # transform so that smaller is better
+    ok = np.isfinite(s).all(axis=1)
+    others = s[ok]
+    front = []
+    for i in np.flatnonzero(ok):
+        dominated = ((others <= s[i]).all(axis=1) & (others < s[i]).any(axis=1)).any()
+        if not dominated:
+            front.append(int(i))
+    return front
+
+
 def pareto_front(
     points: Sequence[tuple[float, float]], minimize_x: bool = True, maximize_y: bool = True
 ) -> list[int]:
-    """Indices of the non-dominated points, sorted by x ascending (ties by y ascending, then index).
-
-    Point i is dominated if some j is at least as good on both axes and strictly better on one (x better =
-    smaller when minimize_x, y better = larger when maximize_y). Exact duplicates do not dominate each other,
-    so both stay. Points with a non-finite coordinate are never on the front.
-    """
+    """Indices of the non-dominated points (`non_dominated`) of 2-D points, sorted by x ascending (ties by y
+    ascending, then index). x better = smaller when minimize_x, y better = larger when maximize_y."""
     pts = np.asarray(points, dtype=float).reshape(-1, 2)
-    sx = 1.0 if minimize_x else -1.0  # transform so that smaller is better on both axes
-    sy = -1.0 if maximize_y else 1.0
-    ok = np.isfinite(pts).all(axis=1)
-    front = []
-    for i in np.flatnonzero(ok):
-        xi, yi = sx * pts[i, 0], sy * pts[i, 1]
-        others = pts[ok]
-        ox, oy = sx * others[:, 0], sy * others[:, 1]
-        dominated = ((ox <= xi) & (oy <= yi) & ((ox < xi) | (oy < yi))).any()
-        if not dominated:
-            front.append(int(i))
+    front = non_dominated(pts, [not minimize_x, maximize_y])
     return sorted(front, key=lambda i: (pts[i, 0], pts[i, 1], i))

@@ -304,7 +304,7 @@ def select_checkpoints(run: RunDir, checkpoint: str | None) -> list[tuple[str, P
 def plan_run_eval(run_dir: str | Path, overrides: list[str] | None = None, checkpoint: str | None = None) -> EvalPlan:
     """Plan the evaluation of a run directory's final model (default) or checkpoints. Writes nothing."""
     from workbench.compose import compose
-    from workbench.train import load_run_config
+    from workbench.runs import load_run_config
 
     overrides = list(overrides or [])
     run = RunDir.open(run_dir)
@@ -605,12 +605,12 @@ def evaluate_model(model: Any, tokenizer: Any, task: Any, examples: list[dict[st
 
 def _write_samples(path: Path, rows: list[dict[str, Any]]) -> None:
     """samples.jsonl through a temp file + rename (NaN/inf written as null)."""
-    from workbench.runs import _json_safe
+    from workbench.runs import json_safe
 
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
         for r in rows:
-            f.write(json.dumps(_json_safe(r)) + "\n")
+            f.write(json.dumps(json_safe(r)) + "\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

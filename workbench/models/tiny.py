@@ -51,8 +51,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from workbench.config import ConfigError, ModelConfig, TinyModelConfig
-from workbench.tasks.base import THINK_CLOSE, THINK_OPEN, Task
+from workbench.config import VERBOSE_STYLES, ConfigError, ModelConfig, TinyModelConfig
+from workbench.tasks.base import THINK_CLOSE, THINK_OPEN, Task, padded_trace
 
 # Bump when the build recipe (tokenizer, architecture, warm-start loop) changes, so stale caches miss.
 CACHE_FORMAT = 2
@@ -148,6 +148,9 @@ def check_tiny_config(tiny: TinyModelConfig) -> None:
         raise ConfigError(f"model.tiny.warm_start_lr must be positive, got {tiny.warm_start_lr}")
     if not 0.0 <= tiny.verbose_fraction <= 1.0:
         raise ConfigError(f"model.tiny.verbose_fraction must be in [0, 1], got {tiny.verbose_fraction}")
+    if tiny.verbose_style not in VERBOSE_STYLES:
+        raise ConfigError(f"model.tiny.verbose_style must be one of {', '.join(VERBOSE_STYLES)}, "
+                          f"got {tiny.verbose_style!r}")
 
 
 def build_model(tiny: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2ForCausalLM:
@@ -173,6 +176,23 @@ def build_model(tiny: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> Qw
 
 
 # ----------------------------------------------------------------------------------------------- task text
+
+
+def warm_start_trace(task: Task, example: dict[str, Any], rng: random.Random, verbose: bool,
+                     style: str = "steps") -> str | None:
+    """One warm-start trace: the task's concise or verbose trace (`style="steps"`, today's behaviour), or with
+    `style="padded"` for a verbose one, the concise trace restated to the step-by-step trace's length
+    (`padded_trace`), so the long style carries no extra information and a model can be short and right.
+
+    `steps` makes exactly the task calls it always made (same RNG use), so default caches and data are unchanged.
+    """
+    if not verbose or style == "steps":
+        return task.warm_start_completion(example, rng, verbose)
+    concise = task.warm_start_completion(example, rng, False)
+    steps = task.warm_start_completion(example, rng, True)
+    if concise is None or steps is None:
+        return None
+    return padded_trace(concise, len(steps))
 
 
 @dataclasses.dataclass
@@ -204,7 +224,7 @@ def collect_task_material(task: Task, tiny: TinyModelConfig) -> TaskMaterial:
     digest = hashlib.sha256()
     longest = 0
     for i, ex in enumerate(train):
-        traces = [task.warm_start_completion(ex, rng, verbose) for verbose in (False, True)]
+        traces = [warm_start_trace(task, ex, rng, verbose, tiny.verbose_style) for verbose in (False, True)]
         if traces[0] is None or traces[1] is None:
             raise ConfigError(
                 f"model=tiny needs a task that provides warm-start traces; task '{name}' does not (use model=hf)"
@@ -229,9 +249,12 @@ def collect_task_material(task: Task, tiny: TinyModelConfig) -> TaskMaterial:
 
 def cache_key(tiny: TinyModelConfig, task: Task, material: TaskMaterial) -> dict[str, Any]:
     """The JSON object whose sha256 names the cache directory."""
+    fields = dataclasses.asdict(tiny)
+    if fields.get("verbose_style") == "steps":  # the default is left out: caches built before the key existed hit
+        del fields["verbose_style"]
     return {
         "cache_format": CACHE_FORMAT,
-        "tiny": dataclasses.asdict(tiny),
+        "tiny": fields,
         "task": {"name": getattr(task, "name", type(task).__name__), "fingerprint": material.fingerprint},
     }
 
@@ -399,7 +422,8 @@ def warm_start(
         stack.callback(bar.close)
         for step in range(steps):
             idx = [rng.randrange(len(train)) for _ in range(batch_size)]
-            traces = [task.warm_start_completion(train[i], rng, rng.random() < tiny.verbose_fraction) for i in idx]
+            traces = [warm_start_trace(task, train[i], rng, rng.random() < tiny.verbose_fraction, tiny.verbose_style)
+                      for i in idx]
             completion_ids = tokenizer(traces, add_special_tokens=False)["input_ids"]
             prompts = [prompt_ids[i] for i in idx]
             longest = max(len(p) + len(c) + 1 for p, c in zip(prompts, completion_ids))

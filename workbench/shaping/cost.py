@@ -90,7 +90,9 @@ def router_cost_score(transformed: torch.Tensor, window: torch.Tensor) -> tuple[
 
 @register
 class CostRouter(RewardTerm):
-    """Router-R1 cost reward (Zhang et al., arXiv 2506.09033; ulab-uiuc/Router-R1), card 13a.
+    """Router-R1 cost reward (Zhang et al., arXiv 2506.09033), card 13a. Reference: ulab-uiuc/Router-R1
+    ``verl/trainer/main_ppo.py`` (``normalize_reward``, ``RewardManager.__call__``) and
+    ``verl/utils/reward_score/qa_em.py`` (``compute_score_em``).
 
     c' = sqrt(c) (or log1p(0.01 c) with c in micro-$, i.e. tokens x $/1M price, Router-R1's unit); the batch's c'
     values join a rolling window of the last ``window`` values, and r_cost = 1 - clip((c' - p5)/(p95 - p5), 0, 1)
@@ -104,10 +106,20 @@ class CostRouter(RewardTerm):
     weight alpha. Router-R1's default alpha is 0 (off) and its README suggests 0.9 for a cost-heavy trade-off; conf
     uses 0.5 on top of correctness weight 1, so a correct answer (1 .. 1.5) always beats a wrong one (0).
     The window holds the c' of all rollouts, right and wrong, so the scale reflects what the policy currently
-    spends; the batch joins the window *before* the percentiles are taken, so the first batch is normalised against
-    itself. Needs ``rollouts.cost`` in $ (the trainer fills it with ``token_cost`` or from tool-call logs).
+    spends. Needs ``rollouts.cost`` in $ (the trainer fills it with ``token_cost`` or from tool-call logs).
     The window is cross-step state (``state_dict``: ``{"window": [floats]}``). In a multi-process run the trainer
     passes the gathered batch, so every rank keeps the same window.
+
+    Deliberate difference (window order): the reference loops over the batch and scores rollout i right after
+    appending it, against a window that holds the earlier batches plus rollouts 0..i of this one; here the whole
+    batch joins the window first and every rollout is scored against the same window. Why: the reference's score
+    depends on a rollout's position in the batch, so two rollouts of one group with the same cost can get different
+    rewards (noise inside GRPO's group comparison), and the first batch is degenerate: rollout 0 always gets 0.5
+    (a one-value window), and each later rollout that is the dearest so far gets 0, the cheapest so far 1 (costs
+    1, 4, 9, 16 in that order score 0.5, 0, 0, 0 there and 1, 0.69, 0.31, 0 here). Once the window holds many
+    earlier values (``window`` 1000 >> a batch) the two differ by the few percent a batch moves p5 and p95.
+    Also: the reference returns 0.5 when p95 - p5 < 1e-8 (in its micro-$ units); here only when p95 <= p5.
+    ``tests/test_shaping_cost.py`` computes the reference's numbers for both cases.
     """
 
     name = "cost_router"

@@ -36,6 +36,26 @@ def split_think(completion: str) -> tuple[str, str, bool]:
     return head, tail, True
 
 
+def padded_trace(concise: str, target_length: int) -> str:
+    """A long trace that carries no more information than `concise`: its think part restated, ". "-separated, as
+    many times as brings the whole trace closest to `target_length` characters (at least twice).
+
+    The tiny model's `verbose_style=padded` warm start uses it with the length of the task's step-by-step trace,
+    so the long style is as long as the step-by-step one but cannot be more accurate: a model can be short and
+    right (DESIGN.md: with padding-only long traces a length reward cut length 60% at -0.2 points).
+
+    >>> padded_trace("<think>63-45=18</think>18", 61)  # 61: len(chain_trace("63 - 45", verbose=True))
+    '<think>63-45=18. 63-45=18. 63-45=18. 63-45=18. 63-45=18</think>18'
+    """
+    head, answer, closed = split_think(concise)
+    if not closed:
+        raise ValueError(f"padded_trace needs a '<think>...</think>answer' trace, got {concise!r}")
+    think = head[len(THINK_OPEN):] if head.startswith(THINK_OPEN) else head
+    step = len(think) + 2  # one more ". " + restatement
+    copies = max(2, 1 + round((target_length - len(concise)) / max(1, step)))
+    return f"{THINK_OPEN}{'. '.join([think] * copies)}{THINK_CLOSE}{answer}"
+
+
 class Task(ABC):
     """A task: examples (dicts with at least `prompt`, `answer`, `id`) and a scorer.
 
