@@ -74,8 +74,7 @@ def train(
         if resume is not None:
             if overrides or name:
                 fail("--resume takes no overrides or --name: a resumed run keeps its own config")
-            from workbench.runs import RunDir
-            from workbench.train import load_run_config
+            from workbench.runs import RunDir, load_run_config
 
             run = RunDir.open(resume)
             if run.status == "completed":

@@ -178,8 +178,8 @@ def sweep_command(
         code = 0
         try:
             _run_with_monitor(sweep_dir, total, f"rl sweep {sweep_dir.name}", quiet, go)
-        except KeyboardInterrupt:
-            code = 130
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP stopping an in-process job (RunInterrupted)
+            code = getattr(e, "exit_code", 130)
         except ConfigError:
             raise
         except Exception as e:  # a launcher/Hydra failure (a job's own failure never gets here)

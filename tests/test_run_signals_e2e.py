@@ -22,9 +22,22 @@ ROOT = Path(__file__).resolve().parent.parent
 RL = Path(sys.executable).parent / "rl"
 
 
-def _rl(args, **kw) -> subprocess.Popen:
+def _rl(args) -> subprocess.Popen:
+    """`rl ARGS` in the background; stderr goes to a file (a pipe nobody reads while polling could fill up)."""
+    import tempfile
+
     cmd = [str(RL)] if RL.exists() else [sys.executable, "-m", "cli.main"]
-    return subprocess.Popen([*cmd, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    err = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen([*cmd, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True)
+    proc.err_file = err
+    return proc
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 600) -> str:
+    """Wait for the process; its stderr."""
+    proc.wait(timeout=timeout)
+    proc.err_file.seek(0)
+    return proc.err_file.read()
 
 
 def _run_dir(runs: Path) -> RunDir | None:
@@ -41,8 +54,7 @@ def _wait_for_step(runs: Path, proc: subprocess.Popen, step: int, timeout: float
         if run is not None and any(r.get("step", 0) >= step for r in read_jsonl(run.metrics_file)):
             return run
         if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"training ended (rc {proc.returncode}) before step {step}: {err[-2000:]}")
+            pytest.fail(f"training ended (rc {proc.returncode}) before step {step}: {_finish(proc)[-2000:]}")
         time.sleep(0.05)
     proc.kill()
     pytest.fail(f"no step {step} within {timeout} s")
@@ -69,7 +81,7 @@ def test_signal_ends_run_interrupted_with_checkpoint_then_resumes(tiny_overrides
     proc = _rl(args)
     run = _wait_for_step(runs, proc, 2)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
+    err = _finish(proc, timeout=120)
     assert proc.returncode == code, err[-2000:]
     name = signal.Signals(sig).name
     assert f"interrupted by {name}" in err and f"rl train --resume {run.path}" in err
@@ -110,7 +122,7 @@ def test_repeated_sigkill_and_resume_equals_uninterrupted_run(tiny_overrides, tm
 
     ref_runs = tmp_path / "ref"
     ref = _rl([*base, f"runs_dir={ref_runs}"])
-    _, err = ref.communicate(timeout=600)
+    err = _finish(ref)
     assert ref.returncode == 0, err[-2000:]
     want = _run_dir(ref_runs)
 
@@ -123,11 +135,11 @@ def test_repeated_sigkill_and_resume_equals_uninterrupted_run(tiny_overrides, tm
         target = min(10, done + rng.randint(1, 3))
         run = _wait_for_step(runs, proc, target)
         proc.send_signal(signal.SIGKILL)
-        proc.communicate()
+        _finish(proc)
         kills.append(max(_steps(run)))
         assert run.read_meta()["status"] == "running" and run.status == "dead", f"seed {seed}"
         proc = _rl(["train", "--resume", str(run.path), "--quiet"])
-    _, err = proc.communicate(timeout=600)
+    err = _finish(proc)
     assert proc.returncode == 0, f"seed {seed}, kills at {kills}: {err[-2000:]}"
     got = _run_dir(runs)
     info = f"seed {seed}, killed after steps {kills}"

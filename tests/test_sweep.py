@@ -83,6 +83,21 @@ def test_dry_run_lists_the_grid_and_writes_nothing(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_key_only_trl_knows_sweeps_as_in_rl_train(tmp_path):
+    """rl train force-adds keys the YAML does not hold (most of trl.GRPOConfig); the sweep composes the same way."""
+    res = rl("algo.warmup_steps=0,3", f"runs_dir={tmp_path / 'runs'}", "--dry-run")
+    assert res.exit_code == 0, res.output
+    assert "2 jobs" in res.output and "algo.warmup_steps" in res.output
+    plan = sw.plan_sweep(["algo.warmup_steps=0,3", "seed=1,2"])
+    assert [j.overrides for j in plan.jobs] == [
+        ["++algo.warmup_steps=0", "seed=1"], ["++algo.warmup_steps=0", "seed=2"],
+        ["++algo.warmup_steps=3", "seed=1"], ["++algo.warmup_steps=3", "seed=2"]]
+    # a key the YAML holds stays as written, so it still replaces a preset's sweep over the same key
+    assert len(sw.plan_sweep(["sweep=length_weight_grid", "seed=7,8", "algo.warmup_steps=3"]).jobs) == 6
+    with pytest.raises(ConfigError, match="algo.warmup_steps"):
+        sw.plan_sweep(["algo.warmup_steps=0,-1"])
+
+
 def test_grid_expansion_is_hydras_product_in_order():
     plan = sw.plan_sweep(["experiment=length_shaping", "reward.length_kimi.weight=0.1,0.3,1.0", "seed=1,2,3"])
     assert plan.kind == "grid" and plan.name == "length_shaping" and plan.launcher == "basic"
@@ -159,10 +174,12 @@ def test_objective_checks_and_values():
 
 
 def test_launcher_presets_compose():
-    with sw.hydra_app():
-        cfg = sw._compose(["hydra/launcher=local_pool"], with_hydra=True)
+    from workbench.compose import compose_config, hydra_context
+
+    with hydra_context():
+        cfg = compose_config(["hydra/launcher=local_pool"], with_hydra=True)
         assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
-        cfg = sw._compose(["hydra/launcher=slurm_gpu", "hydra.launcher.partition=a100"], with_hydra=True)
+        cfg = compose_config(["hydra/launcher=slurm_gpu", "hydra.launcher.partition=a100"], with_hydra=True)
         assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
         assert cfg.hydra.launcher.partition == "a100" and cfg.hydra.launcher.gpus_per_node == 1
 
@@ -346,7 +363,7 @@ def test_index_rebuild_and_counts(tmp_path):
     rows = read_jsonl(sweep_dir / "index.jsonl")
     assert [(r["job"], r["status"], r["run_dir"]) for r in rows] == [(0, "pending", None), (1, "pending", None),
                                                                       (2, "pending", None)]
-    sw._write_record(sweep_dir, {"job": 1, "status": "failed", "error": "x", "attempts": 1})
+    sw.write_record(sweep_dir, {"job": 1, "status": "failed", "error": "x", "attempts": 1})
     rows = sw.rebuild_index(sweep_dir)
     assert rows[1]["status"] == "failed" and rows[1]["overrides"] == ["seed=2"]
     assert sw.counts(rows) == {"completed": 0, "failed": 1, "running": 0, "pending": 2}
@@ -380,7 +397,9 @@ def test_live_monitor_renders_this_launchs_jobs(tmp_path, fake):
     assert rl("seed=1,2", "logger=none", f"runs_dir={tmp_path / 'runs'}").exit_code == 0
     sweep_dir = only_sweep(tmp_path / "runs")
     console = Console(width=120, record=True)
-    monitor = sw.SweepMonitor(sweep_dir, total=2, title="rl sweep test")
+    from cli.sweep_view import SweepMonitor
+
+    monitor = SweepMonitor(sweep_dir, total=2, title="rl sweep test")
     console.print(monitor)  # a resumed sweep's monitor does not count the jobs done before it
     assert "0/2 done" in console.export_text()
     monitor.baseline = {}

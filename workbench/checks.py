@@ -117,7 +117,7 @@ def trl_arguments(cfg: TrainConfig, reward_terms: list[Any], regularizers: list[
     workbench's fixed settings. output_dir is a placeholder until the run directory exists."""
     import torch
 
-    from workbench.train import quiet_imports
+    from workbench.progress import quiet_imports
 
     quiet_imports()  # transformers' W&B integration prints an [INFO] line on import
     from workbench.trainers import build_trl_args
@@ -140,7 +140,11 @@ def trl_arguments(cfg: TrainConfig, reward_terms: list[Any], regularizers: list[
         fixed.update(use_cpu=True, bf16=False, fp16=False)
     if cfg.algo.name == "grpo" and "scale_rewards" not in trl_options:
         trl_options["scale_rewards"] = "none"
-    return build_trl_args(cfg.algo.name, trl_options, fixed)
+    import warnings
+
+    with warnings.catch_warnings():  # transformers' deprecation notices about its own defaults are not the user's
+        warnings.simplefilter("ignore", FutureWarning)
+        return build_trl_args(cfg.algo.name, trl_options, fixed)
 
 
 def check_train(cfg: TrainConfig, with_task: bool = True, new_run: bool = True) -> Checked:

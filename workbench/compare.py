@@ -527,13 +527,17 @@ def _describe(groups: list[Group]) -> None:
     cols = display_columns([g.config for g in groups], keys)
     for g in groups:
         g.values = {c: format_value(get_nested(g.config, c)) for c in cols}
-    # Label: the run name when every group has one distinct name, else the differing values.
+    # Label: the run name when every group has one distinct name, else the differing values (the value alone when
+    # one key differs).
     names = [g.names for g in groups]
     if all(len(n) == 1 for n in names) and len({n[0] for n in names}) == len(groups):
         for g in groups:
             g.label = g.names[0]
         return
     for g in groups:
+        if len(cols) == 1 and g.values[cols[0]] != ABSENT:  # one differing key (e.g. --group-by experiment_name)
+            g.label = g.values[cols[0]][:60]
+            continue
         parts = [f"{c}={v}" for c, v in g.values.items() if v != ABSENT]
         label = "; ".join(parts) if parts else ", ".join(g.names)
         g.label = label if len(label) <= 60 else label[:57] + "..."
@@ -715,6 +719,27 @@ class Comparison:
             row.append(t)
         return row
 
+    def delta_text(self, gi: int, metric: str) -> str:
+        """A group's change against the baseline: 'Δ -2.4 pt, p=0.41' for a rate (accuracy, pass@k, maj@k: points of
+        100), 'Δ -26.4 (-60%), p=0.001' otherwise (the difference at the values' precision and in % of the
+        baseline's mean); the p-value of the significance test on per-seed values is left out when untestable.
+        '' for the baseline or a missing mean."""
+        if gi == self.baseline or (gi, metric) not in self.cells:
+            return ""
+        c, b = self.cells[(gi, metric)], self.cell(self.baseline, metric)
+        if not (math.isfinite(c.mean) and math.isfinite(b.mean)):
+            return ""
+        d = c.mean - b.mean
+        if any(s in metric.lower() for s in ("accuracy", "pass@", "maj@")):
+            text = f"Δ {100 * d:+.1f} pt"
+        else:
+            text = f"Δ {format(d, '+' + _number_spec(max(abs(c.mean), abs(b.mean))))}"
+            if b.mean != 0:
+                text += f" ({100 * d / abs(b.mean):+.0f}%)"
+        if math.isfinite(c.p):
+            text += f", p={c.p:.2g}"
+        return text
+
     def to_markdown(self) -> str:
         def esc(s: str) -> str:  # table pipes, and no raw HTML when pasted into a PR or paper
             s = s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
@@ -726,13 +751,19 @@ class Comparison:
         for gi in range(len(self.groups)):
             cells = [esc(t) for t in self.row_texts(gi)]
             for j, m in enumerate(self.metrics):
+                k = len(head) - len(self.metrics) + j
                 if self.cells[(gi, m)].best:
-                    k = len(head) - len(self.metrics) + j
                     c = self.cells[(gi, m)]
                     cells[k] = f"**{esc(c.text())}**" + (f" {c.marker}" if c.marker else "")
+                delta = self.delta_text(gi, m)
+                if delta:
+                    cells[k] += f" ({esc(delta)})"
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         lines += [esc(f) for f in self.footer()]
+        if len(self.groups) > 1:
+            lines.append("Δ = the group's mean minus the baseline's: in points (of 100) for accuracy, pass@k and maj@k, "
+                         "else also in % of the baseline's mean; p = the test's two-sided p-value on per-seed values.")
         if self.excluded:
             lines.append("")
             lines.append("Not compared (not completed):")

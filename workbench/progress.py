@@ -6,7 +6,8 @@ every `RL_PROGRESS_INTERVAL` seconds (default 30) and once at the end:
 
     [eval final] 96/400 (24%)  elapsed 0:01:10  eta 0:03:42  acc 0.41
 
-Also: `choose_threads`, the CPU thread count for torch (`threads=` in conf/train.yaml and conf/eval.yaml).
+Also: `choose_threads`, the CPU thread count for torch (`threads=` in conf/train.yaml and conf/eval.yaml), and
+`quiet_imports`, which keeps a stray line of transformers' out of our output.
 """
 
 from __future__ import annotations
@@ -132,3 +133,13 @@ def apply_threads(setting: int = 0) -> tuple[int, str]:
     n, why = choose_threads(setting)
     torch.set_num_threads(n)
     return n, why
+
+
+def quiet_imports() -> None:
+    """Import transformers' integrations once with stdout muted: with WANDB_MODE=offline it prints an
+    "[INFO] Running in WANDB offline mode" line on import, which would land in the middle of our output."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        import transformers.integrations.integration_utils  # noqa: F401

@@ -1,9 +1,11 @@
 """`rl compare --report FILE.html`: one self-contained HTML file that opens offline.
 
-Contents: the comparison table (best per column bold, non-significant marker, footer with the rules), the runs
-that were not compared, learning curves (mean over seeds with a min-max band), the accuracy-vs-length and
-accuracy-vs-cost Pareto plots with the frontier marked, the entropy-performance law R = -a*exp(H) + b (Cui et al.
-2025) fitted per group with its predicted ceiling, and a sample browser of completions per run.
+Contents, answer first: the comparison table (best per column bold, the change against the baseline with its
+significance, footer with the rules), the accuracy-vs-length Pareto plot with the frontier marked, held-out accuracy
+and length and policy entropy over training (mean over seeds with a 95% interval band), the entropy-performance law
+R = -a*exp(H) + b (Cui et al. 2025) fitted per group only where the fit means something (`fit_omission` says why
+not otherwise), then the accuracy-vs-cost plot, the other training curves, the runs that were not compared, and a
+sample browser of completions per run.
 
 Safety: every user-controlled string (config values, paths, names, prompts, completions, errors) goes through
 html.escape; figures are matplotlib PNGs embedded as base64 data URIs (text inside them is pixels); there is no
@@ -98,49 +100,92 @@ def _window(comp: Comparison) -> int:
 # ----------------------------------------------------------------------------------------------- figures
 
 
-def learning_curves(comp: Comparison) -> tuple[str | None, int]:
-    """One panel per metric: per group the mean over seeds of the smoothed curves, with a min-max band."""
-    metrics = [m for m in LEARNING_CURVE_METRICS if any(r.series(m)[0] for r in comp.runs)]
-    if any(len(r.series("eval/accuracy")[0]) >= 2 for r in comp.runs):
-        metrics.append("eval/accuracy")
+CURVE_BAND = "95% CI of the mean over seeds (Student t)"
+# The panels of "Over training": held-out accuracy and length at the start, every eval.every steps and the end,
+# and the policy entropy of every training step.
+ANSWER_CURVES = ("eval/accuracy", "eval/length/mean", "entropy/mean")
+CURVE_TITLES = {
+    "eval/accuracy": "held-out accuracy (eval/accuracy)",
+    "eval/length/mean": "held-out length, tokens (eval/length/mean)",
+    "entropy/mean": "policy entropy, nats (entropy/mean)",
+}
+
+
+def eval_series(run: Run, metric: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of a held-out metric over training: the start evaluation at step 0 (meta.json's eval_start,
+    else summary.json's `<metric>_start`), the in-training evaluations (metrics.jsonl, eval.every) and the final
+    one at the last step (the value the table shows, which replaces an in-training evaluation of that step)."""
+    steps, vals = run.series(metric)
+    points = dict(zip(steps, vals))
+    start = (run.meta.get("eval_start") or {}).get(metric) if isinstance(run.meta.get("eval_start"), dict) else None
+    if start is None:
+        start = run.summary.get(f"{metric}_start")
+    if isinstance(start, (int, float)) and math.isfinite(start):
+        points.setdefault(0.0, float(start))
+    last = run.summary.get("steps")
+    final = run.value(metric)[0]
+    if isinstance(last, (int, float)) and final is not None and math.isfinite(final):
+        points[float(last)] = float(final)
+    xs = sorted(points)
+    return xs, [points[x] for x in xs]
+
+
+def _series(run: Run, metric: str) -> tuple[list[float], list[float]]:
+    return eval_series(run, metric) if metric.startswith("eval/") else run.series(metric)
+
+
+def seed_band(by_step: dict[float, list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean, low, high) over seeds per step: the mean and its 95% Student-t interval (NaN with one seed)."""
+    from workbench.stats import mean_ci
+
+    xs = np.array(sorted(by_step))
+    stats = np.array([mean_ci(by_step[x]) for x in xs]).reshape(-1, 3)
+    return xs, stats[:, 0], stats[:, 1], stats[:, 2]
+
+
+def curve_figure(comp: Comparison, metrics: list[str], titles: dict[str, str] | None = None) -> tuple[str | None, int]:
+    """One panel per metric: per group the mean over seeds (train-side metrics smoothed by a trailing mean) and the
+    95% interval of that mean over seeds as a band; a metric needs >= 2 points in some run. Returns (PNG, window)."""
+    metrics = [m for m in metrics if any(len(_series(r, m)[0]) >= 2 for r in comp.runs)]
     if not metrics:
         return None, 0
     plt = _plt()
     window = _window(comp)
     ncols = min(3, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.4 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.4 * nrows + 0.5), squeeze=False)
     colors = _colors(len(comp.groups))
     for ax, m in zip(axes.flat, metrics):
         for g, color in zip(comp.groups, colors):
             by_step: dict[float, list[float]] = {}
             for r in g.runs:
-                steps, vals = r.series(m)
-                for s, v in zip(steps, _smooth(vals, window if not m.startswith("eval/") else 1)):
+                steps, vals = _series(r, m)
+                for s, v in zip(steps, _smooth(vals, 1 if m.startswith("eval/") else window)):
                     by_step.setdefault(s, []).append(float(v))
             if not by_step:
                 continue
-            xs = np.array(sorted(by_step))
-            mean = np.array([np.mean(by_step[s]) for s in xs])
-            lo = np.array([np.min(by_step[s]) for s in xs])
-            hi = np.array([np.max(by_step[s]) for s in xs])
-            ax.plot(xs, mean, color=color, lw=1.6, label=_mpl_text(g.title))
-            if len(g.runs) > 1:
-                ax.fill_between(xs, lo, hi, color=color, alpha=0.2, lw=0)
-        ax.set_title(m)
-        ax.set_xlabel("step")
+            xs, mean, lo, hi = seed_band(by_step)
+            marker = "o" if m.startswith("eval/") else None
+            ax.plot(xs, mean, color=color, lw=1.6, marker=marker, ms=3.5, label=_mpl_text(g.title))
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            if ok.any():
+                ax.fill_between(xs[ok], lo[ok], hi[ok], color=color, alpha=0.15, lw=0)
+        ax.set_title((titles or {}).get(m, m), fontsize=10)
+        ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
-    spare = list(axes.flat)[len(metrics):]
-    for ax in spare:
+    for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:  # in the spare panel when there is one, else over the first panel
-        if spare:
-            spare[0].legend(handles, labels, loc="center", frameon=False, fontsize=9)
-        else:
-            axes.flat[0].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    if handles:  # one legend for all panels, under them
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
+    rows_of_legend = math.ceil(len(handles) / 4) if handles else 0
+    fig.tight_layout(rect=(0, min(0.45, 0.06 * rows_of_legend / nrows + 0.02 * bool(handles)), 1, 1))
     return _png(fig), window
+
+
+def learning_curves(comp: Comparison) -> tuple[str | None, int]:
+    """The other training-side curves (reward, training accuracy, rollout length, cost), with 95% bands."""
+    return curve_figure(comp, [m for m in LEARNING_CURVE_METRICS if m not in ANSWER_CURVES])
 
 
 def pareto_plot(comp: Comparison, x_metric: str, y_metric: str) -> tuple[str, list[int]]:
@@ -185,18 +230,67 @@ def pareto_plot(comp: Comparison, x_metric: str, y_metric: str) -> tuple[str, li
 
 
 def entropy_points(run: Run, perf: str, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """(H, R) pairs over training steps: smoothed entropy/mean and the performance metric at the same steps."""
-    rows = [r for r in run.rows() if isinstance(r.get("entropy/mean"), (int, float)) and isinstance(r.get(perf), (int, float))]
+    """(H, R) pairs over training: entropy/mean smoothed over every logged step (trailing mean over `window`), taken
+    at the steps that also log the performance metric (smoothed too, unless it is a held-out eval/... metric)."""
+    rows = [r for r in run.rows() if isinstance(r.get("entropy/mean"), (int, float))]
     if not rows:
         return np.zeros(0), np.zeros(0)
-    h = _smooth([float(r["entropy/mean"]) for r in rows], window if not perf.startswith("eval/") else 1)
-    y = _smooth([float(r[perf]) for r in rows], window if not perf.startswith("eval/") else 1)
+    h_all = _smooth([float(r["entropy/mean"]) for r in rows], window)
+    pick = [i for i, r in enumerate(rows) if isinstance(r.get(perf), (int, float))]
+    if not pick:
+        return np.zeros(0), np.zeros(0)
+    h = h_all[pick]
+    y = _smooth([float(rows[i][perf]) for i in pick], 1 if perf.startswith("eval/") else window)
     keep = np.isfinite(h) & np.isfinite(y)
     return h[keep], y[keep]
 
 
-def entropy_law(comp: Comparison) -> tuple[str | None, list[tuple[str, dict[str, float]]], str]:
-    """Fit R = -a exp(H) + b per group (and pooled) on per-step (entropy, performance) points."""
+# When the entropy-law fit is shown (fit_omission): enough points, a fit that is defined, performance that rises as
+# entropy falls (a > 0, the law's premise), a predicted ceiling inside the metric's range, and an R^2 that says the
+# curve explains a fair share of the variation.
+MIN_FIT_POINTS = 10
+MIN_FIT_R2 = 0.2
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """The range a metric's values can take: [0, 1] for accuracy-like metrics, unbounded otherwise."""
+    n = metric.lower()
+    if any(s in n for s in ("accuracy", "pass@", "maj@")):
+        return 0.0, 1.0
+    return -math.inf, math.inf
+
+
+def fit_omission(fit: dict[str, float], perf: str) -> str | None:
+    """None when an entropy-law fit is meaningful enough to show, else the reason it is omitted (a sentence end).
+
+    >>> fit_omission({"a": 0.1, "b": 0.9, "ceiling": 0.8, "r2": 0.7, "n": 12}, "eval/accuracy") is None
+    True
+    >>> fit_omission({"a": 0.1, "b": 1.4, "ceiling": 1.3, "r2": 0.7, "n": 12}, "eval/accuracy")
+    'its predicted ceiling b − a = 1.3 lies outside the range of eval/accuracy, [0, 1]'
+    """
+    n = int(fit.get("n", 0))
+    if n < MIN_FIT_POINTS:
+        return f"only {n} (entropy, {perf}) points, fewer than {MIN_FIT_POINTS}"
+    a, b, ceiling, r2 = (float(fit.get(k, math.nan)) for k in ("a", "b", "ceiling", "r2"))
+    if not all(math.isfinite(v) for v in (a, b, ceiling, r2)):
+        return "the fit is undefined: entropy or performance did not vary"
+    if a <= 0:
+        return f"a = {a:.3g} ≤ 0: performance does not rise as entropy falls, which the law assumes"
+    low, high = metric_range(perf)
+    if not low <= ceiling <= high:
+        return f"its predicted ceiling b − a = {ceiling:.3g} lies outside the range of {perf}, [{low:g}, {high:g}]"
+    if r2 < MIN_FIT_R2:
+        return f"R² = {r2:.2f} < {MIN_FIT_R2:g}: the curve explains little of the variation"
+    return None
+
+
+def entropy_law(comp: Comparison) -> tuple[str | None, list[tuple[str, dict[str, float]]], str,
+                                           list[tuple[str, str]]]:
+    """Fit R = -a exp(H) + b per group (and pooled) on per-step (entropy, performance) points.
+
+    Returns (PNG, meaningful fits [(name, fit)], performance metric, omitted [(name, reason)]). The plot shows every
+    group's points; only the meaningful fits are drawn (with their ceiling) and tabulated.
+    """
     from workbench.stats import fit_entropy_law
 
     # performance: periodic held-out accuracy when every run logged it at >= 3 steps, else training accuracy
@@ -205,6 +299,7 @@ def entropy_law(comp: Comparison) -> tuple[str | None, list[tuple[str, dict[str,
         perf = "eval/accuracy"
     window = _window(comp)
     fits: list[tuple[str, dict[str, float]]] = []
+    omitted: list[tuple[str, str]] = []
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.8, 4.6))
     colors = _colors(len(comp.groups))
@@ -223,31 +318,40 @@ def entropy_law(comp: Comparison) -> tuple[str | None, list[tuple[str, dict[str,
         all_h.append(h)
         all_r.append(y)
         hmax = max(hmax, float(h.max()))
-        ax.scatter(h, y, s=9, alpha=0.35, color=color, lw=0)
         fit = fit_entropy_law(h, y)
-        fits.append((g.title, fit))
-        if math.isfinite(fit["a"]):
+        why = fit_omission(fit, perf)
+        label = _mpl_text(g.title, 40)
+        if why is None:
+            fits.append((g.title, fit))
             grid = np.linspace(0.0, float(h.max()) * 1.05, 200)
-            ax.plot(grid, -fit["a"] * np.exp(grid) + fit["b"], color=color, lw=1.6,
-                    label=_mpl_text(g.title, 40) + f": a={fit['a']:.3g}, b={fit['b']:.3g}, R²={fit['r2']:.2f}")
+            ax.plot(grid, -fit["a"] * np.exp(grid) + fit["b"], color=color, lw=1.6)
             ax.scatter([0.0], [fit["ceiling"]], marker="*", s=120, color=color, edgecolors="black", lw=0.6, zorder=4)
+            label += f": a={fit['a']:.3g}, b={fit['b']:.3g}, R²={fit['r2']:.2f}"
+        else:
+            omitted.append((g.title, why))
+            label += " (no fit)"
+        ax.scatter(h, y, s=12, alpha=0.5, color=color, lw=0, label=label)
     if not all_h:
         plt.close(fig)
-        return None, [], perf
-    if len(fits) > 1:
+        return None, [], perf, []
+    if len(all_h) > 1:
         pooled = fit_entropy_law(np.concatenate(all_h), np.concatenate(all_r))
-        fits.append(("all groups (pooled)", pooled))
-        if math.isfinite(pooled["a"]):
+        why = fit_omission(pooled, perf)
+        if why is None:
+            fits.append(("all groups (pooled)", pooled))
             grid = np.linspace(0.0, hmax * 1.05, 200)
             ax.plot(grid, -pooled["a"] * np.exp(grid) + pooled["b"], color="black", ls="--", lw=1.2,
-                    label=f"pooled: ceiling {pooled['ceiling']:.3g}")
+                    label=f"pooled: ceiling {pooled['ceiling']:.3g}, R²={pooled['r2']:.2f}")
+        else:
+            omitted.append(("all groups (pooled)", why))
     ax.set_xlabel("policy entropy H (entropy/mean, nats)")
     ax.set_ylabel(f"performance R ({perf})")
-    ax.set_title("R = -a·exp(H) + b; ★ = predicted ceiling b - a at H = 0")
+    ax.set_title("R = -a·exp(H) + b" + ("; ★ = predicted ceiling b - a at H = 0" if fits else ": no fit shown"),
+                 fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    return _png(fig), fits, perf
+    return _png(fig), fits, perf, omitted
 
 
 # ----------------------------------------------------------------------------------------------- html pieces
@@ -275,10 +379,17 @@ def table_html(comp: Comparison) -> str:
                 tip += f"; p={c.p:.3g} vs baseline"
             if c.marker:
                 body += f' <span class="mark">{esc(c.marker)}</span>'
+            delta = comp.delta_text(gi, m)
+            if delta:
+                body += f'<br><span class="delta">{esc(delta)}</span>'
             out.append(f'<td class="num" title="{esc(tip)}">{body}</td>')
         out.append("</tr>")
     out.append("</tbody></table>")
-    out.append('<div class="footer">' + "".join(f"<p>{esc(f)}</p>" for f in comp.footer()) + "</div>")
+    foot = comp.footer()
+    if len(comp.groups) > 1:
+        foot.append("Δ (second line) = the group's mean minus the baseline's: in points (of 100) for accuracy, pass@k "
+                    "and maj@k, else also in % of the baseline's mean; p = the test's two-sided p-value.")
+    out.append('<div class="footer">' + "".join(f"<p>{esc(f)}</p>" for f in foot) + "</div>")
     return "".join(out)
 
 
@@ -385,7 +496,7 @@ details{margin:3px 0 3px 12px} summary{cursor:pointer}
 details.group>summary{font-weight:bold;font-size:1.05em}
 pre{background:#f6f8fa;padding:6px 8px;white-space:pre-wrap;word-break:break-word;margin:2px 0 6px 0}
 .fields{font-size:.82em;color:#444;font-family:ui-monospace,monospace;margin:0 0 8px 0;overflow-wrap:anywhere} .lbl{font-size:.8em;color:#666} code{font-size:.9em}
-.note{color:#555;font-size:.9em}
+.note{color:#555;font-size:.9em} .delta{color:#555;font-size:.85em}
 """
 
 
@@ -408,49 +519,77 @@ def render_report(comp: Comparison, samples_per_run: int = 12, command: str | No
     parts.append("<h2>Summary table</h2>")
     parts.append(table_html(comp))
 
-    parts.append("<h2>Runs not compared</h2>")
-    parts.append(excluded_html(comp))
-
-    parts.append("<h2>Learning curves</h2>")
-    uri, window = learning_curves(comp)
-    if uri:
-        parts.append(f'<p class="note">Mean over seeds (line) and min–max over seeds (band); train-side curves are '
-                     f"trailing means over {window} logged step(s).</p>")
-        parts.append(_img(uri, "learning curves"))
-    else:
-        parts.append("<p>No metrics.jsonl rows to plot.</p>")
-
-    parts.append("<h2>Accuracy vs length and cost (Pareto)</h2>")
     acc = first_present(comp, [m for m in comp.metrics if m in ACCURACY_METRICS] + list(ACCURACY_METRICS))
-    plots = []
+    pareto = {}
     for xs in (LENGTH_METRICS, COST_METRICS):
         xm = first_present(comp, [m for m in comp.metrics if m in xs] + list(xs))
         if acc and xm:
             uri, front = pareto_plot(comp, xm, acc)
             names = ", ".join(f"#{i + 1}" for i in front) or "none"
-            plots.append(f"<div>{_img(uri, f'{acc} vs {xm}')}<p class='note'>{esc(acc)} vs {esc(xm)}: frontier "
-                         f"(non-dominated group means) = {esc(names)}.</p></div>")
-    if plots:
-        parts.append('<p class="note">Points: group means with 95% intervals over seeds; faint dots: single seeds; '
-                     "dashed line and rings: the Pareto frontier (no other group is both shorter/cheaper and more "
-                     "accurate).</p>")
-        parts.append('<div class="row">' + "".join(plots) + "</div>")
+            pareto[xs] = (f"<div>{_img(uri, f'{acc} vs {xm}')}<p class='note'>{esc(acc)} vs {esc(xm)}: frontier "
+                          f"(non-dominated group means) = {esc(names)}.</p></div>")
+    pareto_note = ('<p class="note">Points: group means with 95% intervals over seeds (Student t) on both axes; faint '
+                   "dots: single seeds; dashed line and rings: the Pareto frontier (no other group is both "
+                   "shorter/cheaper and more accurate).</p>")
+
+    parts.append("<h2>Accuracy vs length (Pareto)</h2>")
+    if LENGTH_METRICS in pareto:
+        parts.append(pareto_note)
+        parts.append(pareto[LENGTH_METRICS])
     else:
-        parts.append("<p>Needs an accuracy metric and a length or cost metric.</p>")
+        parts.append("<p>Needs an accuracy metric and a length metric.</p>")
+
+    parts.append("<h2>Over training: held-out accuracy, held-out length, entropy</h2>")
+    uri, window = curve_figure(comp, list(ANSWER_CURVES), CURVE_TITLES)
+    curves_drawn = uri is not None
+    if uri:
+        parts.append(f'<p class="note">Line: mean over seeds; band: {esc(CURVE_BAND)}, none with one seed. Held-out '
+                     "points: the evaluation before training (step 0), every eval.every steps, and the final one (the "
+                     f"table's value). Entropy: every training step, trailing mean over {window} step(s).</p>")
+        parts.append(_img(uri, "held-out accuracy, held-out length and entropy over training"))
+    else:
+        parts.append("<p>No curves: the runs logged no held-out evaluations during training (eval.every) and no "
+                     "entropy.</p>")
 
     parts.append("<h2>Entropy vs performance</h2>")
-    uri, fits, perf = entropy_law(comp)
+    uri, fits, perf, omitted = entropy_law(comp)
     if uri:
         parts.append(
-            f'<p class="note">Per-step points (smoothed) of entropy/mean and {esc(perf)}, pooled over seeds; fit of '
-            "R = −a·exp(H) + b (Cui et al. 2025, “The Entropy Mechanism of Reinforcement Learning for Reasoning "
-            "Language Models”). The ceiling b − a is the performance the law predicts once entropy is exhausted "
-            "(H = 0): an extrapolation, meaningful only when entropy moved during training.</p>"
+            f'<p class="note">Points: entropy/mean and {esc(perf)} at the same training steps, all seeds; curves: the '
+            "fit of R = −a·exp(H) + b (Cui et al. 2025, “The Entropy Mechanism of Reinforcement Learning for "
+            "Reasoning Language Models”), drawn only where it is meaningful: at least "
+            f"{MIN_FIT_POINTS} points, a > 0, a predicted ceiling b − a (performance once entropy is exhausted, H = 0) "
+            f"inside the metric's range, and R² ≥ {MIN_FIT_R2:g}.</p>"
         )
         parts.append(_img(uri, "entropy law fit"))
-        parts.append(_fit_table(fits))
+        if fits:
+            parts.append(_fit_table(fits))
+        if omitted:
+            parts.append('<p class="note">' + " ".join(
+                f"Fit omitted for {esc(name)}: {esc(why)}." for name, why in omitted) + "</p>")
     else:
         parts.append(f"<p>No metrics.jsonl rows with both entropy/mean and {esc(perf)}.</p>")
+
+    parts.append("<h2>Accuracy vs cost (Pareto)</h2>")
+    if COST_METRICS in pareto:
+        parts.append(pareto_note)
+        parts.append(pareto[COST_METRICS])
+    else:
+        parts.append("<p>Needs an accuracy metric and a cost metric.</p>")
+
+    parts.append("<h2>Other training curves</h2>")
+    uri, window = learning_curves(comp)
+    if uri:
+        parts.append(f'<p class="note">Line: mean over seeds; band: {esc(CURVE_BAND)}; trailing means over {window} '
+                     "logged step(s).</p>")
+        parts.append(_img(uri, "learning curves"))
+    elif not curves_drawn:
+        parts.append("<p>No metrics.jsonl rows to plot.</p>")
+    else:
+        parts.append("<p>No other training metrics logged.</p>")
+
+    parts.append("<h2>Runs not compared</h2>")
+    parts.append(excluded_html(comp))
 
     parts.append("<h2>Samples</h2>")
     parts.append(f'<p class="note">Up to {samples_per_run} training rollouts per run (first and last sampled step) '

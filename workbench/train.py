@@ -15,8 +15,9 @@ from typing import Any
 
 import yaml
 
-from workbench.config import ConfigError, TrainConfig, to_dict, to_train_config
-from workbench.runs import RunDir, read_jsonl
+from workbench.config import ConfigError, TrainConfig, to_dict
+from workbench.progress import quiet_imports
+from workbench.runs import RunDir, load_run_config, read_jsonl
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,11 +26,6 @@ def _console():
     from rich.console import Console
 
     return Console(stderr=False)
-
-
-def load_run_config(run: RunDir) -> TrainConfig:
-    with open(run.config_file) as f:
-        return to_train_config(yaml.safe_load(f))
 
 
 def _to_dataset(examples: list[dict[str, Any]], use_chat_template: bool):
@@ -70,16 +66,6 @@ def _finish_wandb(exit_code: int = 0) -> None:
         wandb.teardown()
     except Exception:  # noqa: BLE001 - closing W&B must never hide the real outcome
         pass
-
-
-def quiet_imports() -> None:
-    """Import transformers' integrations once with stdout muted: with WANDB_MODE=offline it prints an
-    "[INFO] Running in WANDB offline mode" line on import, which would land in the middle of our output."""
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        import transformers.integrations.integration_utils  # noqa: F401
 
 
 def prepare(cfg: TrainConfig, progress: bool = True, checked=None):
@@ -165,8 +151,6 @@ def _train(cfg: TrainConfig, overrides: list[str], argv: list[str] | None, resum
     from workbench.progress import apply_threads
 
     threads, threads_why = apply_threads(cfg.threads)  # before any torch work; recorded in meta.json
-    if progress:
-        console.print(f"[dim]torch CPU threads: {threads} ({threads_why})[/dim]")
     # Under torchrun / accelerate launch this joins the process group (gloo on CPU); alone it is a no-op.
     state = PartialState(cpu=not torch.cuda.is_available())
     main = state.is_main_process
@@ -181,6 +165,8 @@ def _train(cfg: TrainConfig, overrides: list[str], argv: list[str] | None, resum
         with state.main_process_first():  # rank 0 builds (and caches) the tiny model; the others then load it
             (task, train_examples, eval_examples, reward_terms, advantage_terms, regularizers, args, model, tokenizer,
              info) = prepare(cfg, progress=progress and main, checked=checked)
+        if progress and main:  # after the checks, so a bad input still gets exactly one line
+            console.print(f"[dim]torch CPU threads: {threads} ({threads_why})[/dim]")
         if torch.cuda.is_available():  # TRL moves it later; the start evaluation must not run on the CPU
             model.to(state.device)
 

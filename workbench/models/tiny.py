@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     AutoTokenizer,
@@ -321,7 +322,11 @@ class ThreadChooser:
 
 
 def _lr_lambda(steps: int, floor: float = LR_FLOOR) -> Any:
-    """Linear warm-up over the first 5% of steps, then cosine decay to `floor` x the peak."""
+    """Linear warm-up over the first 5% of steps, then cosine decay to `floor` x the peak.
+
+    Not transformers' get_cosine_with_min_lr_schedule_with_warmup_lr_rate (min_lr_rate=floor), though it has the
+    same floor: its decay runs one step ahead of this one, so every cached tiny model (and the warm-start figures
+    in DESIGN.md) would change with it; swap it in together with a CACHE_FORMAT bump."""
     warmup = max(1, steps // 20)
 
     def factor(step: int) -> float:
@@ -492,22 +497,6 @@ def greedy_accuracy(
 # ----------------------------------------------------------------------------------------------- cache
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (so parallel runs of one config build the cache once); no-op off POSIX."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def is_complete(path: Path) -> bool:
     """A cache entry is complete when its metadata file exists (it is written last, before the rename)."""
     return (path / META_FILE).is_file()
@@ -598,7 +587,7 @@ def ensure_cached(cache_root: Path, tiny: TinyModelConfig, task: Task, progress:
     final = base / digest
     if is_complete(final):
         return final, True
-    with _file_lock(base / f".{digest}.lock"):
+    with FileLock(base / f".{digest}.lock"):  # parallel runs of one config build the cache once
         if is_complete(final):  # another process built it while we waited
             return final, True
         # Leftovers of killed builds of this entry (we hold its lock, so nobody else is writing them).

@@ -1,4 +1,4 @@
-"""The Optuna storage of a sweep: `hydra.sweeper.storage: {_target_: workbench.sweep.optuna_storage.study_storage}`.
+"""The Optuna storage of a sweep (hydra.sweeper.storage: {_target_: workbench.sweep.optuna_storage.study_storage}).
 
 In memory (optuna 2.10's SQL storage does not run on SQLAlchemy 2), written to optuna_study.json on every change,
 and seeded on --resume with the earlier trials (replayed) and the failed trials' parameters (enqueued, so Optuna's

@@ -45,7 +45,8 @@ def jobs_to_resume(sweep_dir: Path) -> list[int]:
     definition = read_definition(sweep_dir)
     records = read_records(sweep_dir)
     live = live_jobs(sweep_dir)
-    return [j["job"] for j in definition["jobs"] if not job_done(sweep_dir, records.get(j["job"])) and j["job"] not in live]
+    return [j["job"] for j in definition["jobs"]
+            if not job_done(sweep_dir, records.get(j["job"])) and j["job"] not in live]
 
 
 def optuna_resume_state(sweep_dir: Path) -> dict[str, Any]:

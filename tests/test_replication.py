@@ -1,0 +1,217 @@
+"""Issue 13's miniature replication: the tiny model's trace-length knob (model.tiny.verbose_style), the replication
+experiments (one shared setting, one method each), its sweep preset and script, and the report's rule for when the
+entropy-law fit is shown. No model is trained."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import random
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workbench.compare import compare, flatten
+from workbench.compose import CONF_DIR, compose
+from workbench.config import ConfigError, TinyModelConfig, to_train_config
+from workbench.models import tiny as tiny_mod
+from workbench.report import MIN_FIT_POINTS, entropy_law, fit_omission, render_report
+from workbench.tasks.base import Task, padded_trace, split_think
+from workbench.tasks.gym import chain_trace
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ["replication", "replication_kimi", "replication_drpo", "replication_hapo", "replication_pear",
+           "replication_kl_cov", "replication_clip_cov"]
+
+
+# ----------------------------------------------------------------------------------------------- the knob
+
+
+@pytest.mark.parametrize("expression", ["63 - 45", "12 + 34", "99 + 99", "10 - 93", "5 + 7"])
+def test_padded_trace_restates_the_concise_one_at_the_step_by_step_length(expression):
+    concise, steps = chain_trace(expression, False), chain_trace(expression, True)
+    padded = padded_trace(concise, len(steps))
+    think, answer, closed = split_think(padded)
+    c_think, c_answer, _ = split_think(concise)
+    assert closed and answer == c_answer  # same final answer
+    statement = c_think.removeprefix("<think>")
+    assert think.removeprefix("<think>").split(". ") == [statement] * len(think.split(". "))  # nothing but restating
+    assert len(think.split(". ")) >= 2
+    assert abs(len(padded) - len(steps)) <= len(statement) // 2 + 2  # as long as the step-by-step trace
+    assert "check" not in padded and "check" in steps
+
+
+def test_padded_trace_needs_a_think_trace():
+    with pytest.raises(ValueError, match="padded_trace"):
+        padded_trace("18", 40)
+
+
+class Add(Task):
+    """One-digit a+b whose traces are chain_trace's (the default task's format), and that counts RNG draws."""
+
+    name = "add"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def examples(self, split: str) -> list[dict[str, Any]]:
+        pairs = [(a, b) for a in range(10) for b in range(10)]
+        rows = pairs[:80] if split == "train" else pairs[80:]
+        return [{"prompt": f"{a}+{b}=", "answer": str(a + b), "id": i, "expression": f"{a} + {b}"}
+                for i, (a, b) in enumerate(rows)]
+
+    def extract_answer(self, completion: str) -> str | None:
+        return split_think(completion)[1] or None
+
+    def score(self, completion: str, example: dict[str, Any]) -> float:
+        return float(self.extract_answer(completion) == example["answer"])
+
+    def warm_start_completion(self, example: dict[str, Any], rng: random.Random, verbose: bool) -> str | None:
+        self.calls += 1
+        return chain_trace(example["expression"], verbose)
+
+
+def test_warm_start_trace_steps_is_the_task_trace_and_padded_only_changes_verbose_ones():
+    task = Add()
+    ex = task.examples("train")[23]
+    rng = random.Random(0)
+    for verbose in (False, True):
+        assert tiny_mod.warm_start_trace(task, ex, rng, verbose) == task.warm_start_completion(ex, rng, verbose)
+    assert tiny_mod.warm_start_trace(task, ex, rng, False, "padded") == chain_trace(ex["expression"], False)
+    padded = tiny_mod.warm_start_trace(task, ex, rng, True, "padded")
+    assert padded == padded_trace(chain_trace(ex["expression"], False), len(chain_trace(ex["expression"], True)))
+    assert task.score(padded, ex) == 1.0
+    task.calls = 0
+    tiny_mod.warm_start_trace(task, ex, rng, True)  # "steps": exactly one task call, as before the knob existed
+    assert task.calls == 1
+
+
+def test_default_style_keeps_the_cache_key_and_padded_changes_it():
+    task = Add()
+
+    def key(cfg: TinyModelConfig) -> dict[str, Any]:
+        return tiny_mod.cache_key(cfg, task, tiny_mod.collect_task_material(task, cfg))
+
+    default = key(TinyModelConfig())
+    assert "verbose_style" not in default["tiny"]  # the key existing caches were built under
+    assert set(default["tiny"]) == {f for f in TinyModelConfig.__dataclass_fields__ if f != "verbose_style"}
+    padded = key(TinyModelConfig(verbose_style="padded"))
+    assert padded["tiny"]["verbose_style"] == "padded"
+    assert tiny_mod.cache_hash(padded) != tiny_mod.cache_hash(default)
+    assert padded["task"]["fingerprint"] != default["task"]["fingerprint"]  # the traces differ
+
+
+def test_verbose_style_is_validated():
+    with pytest.raises(ConfigError, match="model.tiny.verbose_style"):
+        to_train_config(compose("train", ["model.tiny.verbose_style=words"]))
+    with pytest.raises(ConfigError, match="verbose_style"):
+        tiny_mod.check_tiny_config(TinyModelConfig(verbose_style="words"))
+    assert to_train_config(compose("train", [])).model.tiny.verbose_style == "steps"
+
+
+# ----------------------------------------------------------------------------------------------- experiments
+
+
+def _method_keys(flat: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in flat.items()
+            if k.split(".")[0] in ("reward", "advantage", "regularizer", "experiment_name")}
+
+
+def test_replication_methods_differ_only_in_their_term():
+    cfgs = {m: flatten(compose("train", [f"experiment={m}"])) for m in METHODS}
+    shared = {m: {k: v for k, v in c.items() if k not in _method_keys(c)} for m, c in cfgs.items()}
+    base = shared["replication"]
+    for m in METHODS[1:]:
+        assert shared[m] == base, (m, {k for k in set(base) | set(shared[m]) if base.get(k) != shared[m].get(k)})
+    assert base["model.tiny.verbose_style"] == "padded" and base["threads"] == 1
+    assert base["algo.num_iterations"] == 2  # KL-Cov acts only off-policy; every method gets the same updates
+    assert base["eval.every"] > 0 and base["algo.max_steps"] % base["eval.every"] == 0
+    methods = {m: _method_keys(c) for m, c in cfgs.items()}
+    assert methods["replication_kimi"]["reward.length_kimi.weight"] == 0.5
+    assert "advantage.positive_length.strength" in methods["replication_drpo"]
+    assert "reward.length_hapo.weight" in methods["replication_hapo"]
+    assert "reward.pear.weight" in methods["replication_pear"]
+    assert methods["replication_kl_cov"]["regularizer.kl_cov.k_percent"] > 0.2  # translated to the miniature
+    assert methods["replication_clip_cov"]["regularizer.clip_cov.ratio"] > 2e-4
+    for m in METHODS:
+        to_train_config(compose("train", [f"experiment={m}"]))  # validates
+
+
+def test_sweep_preset_runs_every_method_over_three_seeds_and_the_script_uses_it():
+    import yaml
+
+    preset = yaml.safe_load((CONF_DIR / "sweep" / "replication.yaml").read_text())
+    params = preset["hydra"]["sweeper"]["params"]
+    assert params["experiment"].split(",") == METHODS
+    assert params["seed"].split(",") == ["0", "1", "2"]
+    files = sorted(p.stem for p in (CONF_DIR / "experiment").glob("replication*.yaml"))
+    assert sorted(METHODS) == files
+    script = (ROOT / "scripts" / "replicate.sh").read_text()
+    for fragment in ("sweep=replication", "sweep --resume", "--group-by experiment_name",
+                     "--baseline experiment_name=replication", "--report", "--format md", "replication-table:start"):
+        assert fragment in script, fragment
+    assert subprocess.run(["bash", "-n", str(ROOT / "scripts" / "replicate.sh")]).returncode == 0
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count("<!-- replication-table:start -->") == 1 and readme.count("<!-- replication-table:end -->") == 1
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+
+def _fit(**kw: float) -> dict[str, float]:
+    return {"a": 0.1, "b": 0.9, "ceiling": 0.8, "r2": 0.7, "n": 12, **kw}
+
+
+def test_fit_omission_reasons():
+    assert fit_omission(_fit(), "eval/accuracy") is None
+    assert "fewer than" in fit_omission(_fit(n=MIN_FIT_POINTS - 1), "eval/accuracy")
+    assert "undefined" in fit_omission(_fit(a=math.nan, r2=math.nan), "eval/accuracy")
+    assert "a = -0.1" in fit_omission(_fit(a=-0.1, ceiling=1.0), "eval/accuracy")
+    assert "outside the range" in fit_omission(_fit(b=1.3, ceiling=1.2), "eval/accuracy")
+    assert "outside the range" in fit_omission(_fit(b=-0.2, ceiling=-0.3), "train/accuracy")
+    assert fit_omission(_fit(b=1.3, ceiling=1.2), "train/reward") is None  # no known range
+    assert "R² = 0.05" in fit_omission(_fit(r2=0.05), "eval/accuracy")
+
+
+def _helpers():
+    spec = importlib.util.spec_from_file_location("_compare_helpers", Path(__file__).with_name("test_compare.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_report_draws_only_meaningful_fits_and_says_why_others_are_omitted(tmp_path):
+    h = _helpers()
+    root = tmp_path / "runs"
+    for seed in range(3):
+        # a law with its ceiling inside [0, 1] (b - a = 0.8), and one whose ceiling (1.15) lies outside
+        h.make_run(root, f"ok{seed}", {"name": "ok", "seed": seed},
+                   summary={"eval/accuracy": 0.7, "eval/length/mean": 30.0},
+                   rows=h.curve_rows(30, 0.7, 30, seed, a=0.1, b=0.9))
+        h.make_run(root, f"out{seed}", {"name": "out", "seed": seed, "algo": {"learning_rate": 1e-4}},
+                   summary={"eval/accuracy": 0.6, "eval/length/mean": 20.0},
+                   rows=h.curve_rows(30, 0.6, 20, seed + 5))
+    comp = compare([root])
+    uri, fits, perf, omitted = entropy_law(comp)
+    assert uri and perf == "train/accuracy"
+    assert "#1 ok" in dict(fits) and "#2 out" not in dict(fits)
+    assert dict(fits)["#1 ok"]["ceiling"] == pytest.approx(0.8, abs=0.05)
+    reasons = dict(omitted)
+    assert "outside the range" in reasons["#2 out"]
+    html = render_report(comp)
+    assert "Fit omitted for #2 out: its predicted ceiling" in html
+    assert "95% CI of the mean over seeds" in html  # what the curve bands are
+    assert "Δ " in html  # the change against the baseline
+
+
+def test_markdown_table_shows_the_change_against_the_baseline(tmp_path):
+    h = _helpers()
+    root = tmp_path / "runs"
+    h.build_study(root)
+    comp = compare([root], metrics=["eval/accuracy", "eval/length/mean"], group_by=["reward"])
+    lines = comp.to_markdown().splitlines()
+    assert "Δ" not in lines[2]  # the baseline row
+    assert "(Δ +0.3 pt, p=0.67)" in lines[3] and "(Δ -28.5 (-65%), p=3e-05)" in lines[3]
+    assert lines[4].split("|")[1].strip() == "3"
