@@ -75,6 +75,10 @@ def test_train_writes_the_run_directory_contract(tiny_overrides, tmp_path):
     ]
     assert changed, "training did not change any parameter"
     assert load_file(run.final_dir / "model.safetensors")
+    # a plain generate() on final/ samples as the run did, with the KV cache (not transformers' max_length=20)
+    gen = final.generation_config
+    assert gen.max_new_tokens == cfg.algo.trl["max_completion_length"] and gen.do_sample and gen.use_cache
+    assert gen.temperature == cfg.algo.trl.get("temperature", 1.0) and final.config.use_cache
 
     summary = json.loads(run.summary_file.read_text())
     assert summary["steps"] == 3 and summary["eval/accuracy_start"] is not None

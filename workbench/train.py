@@ -332,6 +332,7 @@ def _run_training(cfg, run, run_id, resume, progress, signals, state, console, t
         final_model = trainer.model
         if hasattr(final_model, "merge_and_unload"):
             final_model = final_model.merge_and_unload()
+        _set_generation_defaults(final_model, args)
         final_model.save_pretrained(run.final_dir)
         tokenizer.save_pretrained(run.final_dir)
         end_eval = (_evaluate(cfg, final_model, tokenizer, task, eval_examples, args, seed=cfg.seed + 1,
@@ -377,6 +378,21 @@ def _run_training(cfg, run, run_id, resume, progress, signals, state, console, t
             except AttributeError:
                 pass
         raise
+
+
+def _set_generation_defaults(model, args) -> None:
+    """What a plain `model.generate()` on final/ should do: sample as the run did (max_completion_length new tokens at
+    the rollout temperature, top-k/top-p as trained) and use the KV cache. Without this, generation_config.json holds
+    token ids only and transformers falls back to max_length=20 (prompt included), cutting answers mid-thought."""
+    gen = model.generation_config
+    gen.max_new_tokens = int(args.max_completion_length)
+    gen.max_length = None
+    gen.do_sample = True
+    gen.temperature = float(args.temperature)
+    gen.top_p = float(args.top_p if args.top_p is not None else 1.0)
+    gen.top_k = int(args.top_k) if args.top_k else 0
+    gen.use_cache = True
+    model.config.use_cache = True  # training turns it off (gradient checkpointing); inference wants it
 
 
 def _build_trainer(trainer_cls, model, tokenizer, args, train_examples, cfg, reward_terms, callbacks):
