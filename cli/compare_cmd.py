@@ -15,6 +15,11 @@ import typer
 from cli.common import fail
 
 
+#: Console width when stdout is not a terminal: wide enough that no table column wraps; a table takes only the width
+#: its columns need, so this is a ceiling, not padding.
+WIDE = 1000
+
+
 class OutputFormat(str, Enum):
     """What `rl compare` prints on stdout."""
 
@@ -27,6 +32,7 @@ class SignificanceTest(str, Enum):
     """The test of each group against the baseline (workbench.stats)."""
 
     welch = "welch"
+    permutation = "permutation"
     bootstrap = "bootstrap"
 
 
@@ -55,7 +61,8 @@ def compare_command(
         OutputFormat, typer.Option("--format", "-f", help="Output on stdout: table (rich), md (Markdown) or csv.")
     ] = OutputFormat.table,
     significance: Annotated[
-        SignificanceTest, typer.Option("--test", help="Significance test against the baseline: welch or bootstrap.")
+        SignificanceTest, typer.Option("--test", help="Significance test against the baseline: welch, permutation (exact) or "
+                                                "bootstrap (the exact permutation test below 5 seeds a side).")
     ] = SignificanceTest.welch,
     samples: Annotated[
         int, typer.Option("--samples", help="Completions per run in the report's sample browser.")
@@ -65,7 +72,7 @@ def compare_command(
 
     Groups: runs whose configs are equal except seed (and name, runs_dir, logger, output paths) form a group; --group-by KEY groups by the listed key prefixes only (reward = the whole reward subtree). Baseline: the first group, or --baseline KEY=VALUE (VALUE as YAML; null = key absent).
 
-    Per-run value of a metric: eval results of the final checkpoint (eval/... keys), else summary.json, else metrics.jsonl (last value for eval/..., mean of the last 10 rows otherwise). Cells: mean over seeds +- half the 95% t interval; ≈ = not significantly different from the baseline (Welch's t-test or bootstrap, p >= 0.05); ? = not testable (fewer than 2 seeds). Best per column in bold.
+    Per-run value of a metric: eval results of the final checkpoint (eval/... keys), else summary.json, else metrics.jsonl (last value for eval/..., mean of the last 10 rows otherwise). Cells: mean over seeds +- half the 95% t interval; ≈ = not significantly different from the baseline (Welch's t-test, permutation or bootstrap test, p >= 0.05); ? = not testable (fewer than 2 seeds); one seed shows its run's own interval over eval problems as [low, high]. Best per column in bold.
 
     Default metrics: eval/pass@1 (else eval/accuracy), eval/length/mean (else length/mean), cost/mean, entropy/mean. Failed and running runs are listed separately, never mixed in.
     """
@@ -74,6 +81,10 @@ def compare_command(
         fail(f"--report must name an .html file, got {report}")
     if samples < 0:
         fail("--samples must be >= 0")
+    if report is not None:  # before any work: the report's plots are an optional part
+        from cli.common import require
+
+        require("matplotlib", "--report (its plots)", "'rl-workbench[report]' (or pip install matplotlib)")
 
     from workbench.compare import CompareError, compare
 
@@ -92,6 +103,8 @@ def compare_command(
         from rich.console import Console
 
         console = Console()
+        if not console.is_terminal:  # piped into a file or `less`: no 80-column wrapping of the headers
+            console = Console(width=max(console.width, WIDE))
         for t in comp.rich_tables():
             console.print(t)
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from cli.common import override_completer
 from workbench.compose import config_groups
 from workbench.config import ConfigError
 
@@ -139,7 +140,7 @@ def eval_command(
     args: Annotated[
         Optional[list[str]],
         typer.Argument(help="RUN_DIR (optional, first) and Hydra overrides: eval.n=16 'eval.k=[1,4,16]' task=arithmetic",
-                       show_default=False),
+                       show_default=False, autocompletion=override_completer()),
     ] = None,
     checkpoint: Annotated[
         Optional[str],
@@ -200,3 +201,25 @@ def eval_command(
     folders = [Path(r["path"]).parent for r in results]
     where = str(folders[0]) if len(folders) == 1 else f"{folders[0].parent}/{{{','.join(f.name for f in folders)}}}"
     console.print(f"results: [bold]{where}[/bold] (metrics.json, samples.jsonl)", soft_wrap=True)
+    # a model without a run directory has no W&B run to sit beside; results reused whole were logged when computed
+    if plan.run is not None and any(r.get("reused") != "all" for r in results):
+        _log_to_wandb(console, plan, results)
+
+
+def _log_to_wandb(console: Any, plan: Any, results: list[dict[str, Any]]) -> None:
+    """The results into W&B next to the run's training curves (workbench.tracking.log_eval), when the run logs to
+    W&B; a W&B failure is a warning: the results are already on disk."""
+    import dataclasses
+
+    from workbench.tracking import log_eval
+
+    try:
+        folder = log_eval(plan.run, results, eval_settings=dataclasses.asdict(plan.cfg.eval))
+    except Exception as e:  # noqa: BLE001
+        typer.secho(f"warning: results not logged to W&B: {type(e).__name__}: {' '.join(str(e).split())[:300]}",
+                    err=True, fg=typer.colors.YELLOW)
+        return
+    if folder is not None:
+        console.print(f"[dim]W&B: {folder} (job_type eval, in the training run's group"
+                      + ("; upload with: wandb sync " + str(folder) if folder.name.startswith("offline-") else "")
+                      + ")[/dim]", soft_wrap=True)

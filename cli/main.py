@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.common import fail
+from cli.common import fail, override_completer
 from workbench.compose import config_groups
 from workbench.config import ConfigError
 
@@ -34,13 +34,33 @@ app = typer.Typer(
         "samples.jsonl, checkpoints/, final/, summary.json)."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion; overrides complete group=option names
     rich_markup_mode="rich",
 )
 
 
+def _version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    typer.echo(f"rl {v('rl-workbench')} (trl {v('trl')}, transformers {v('transformers')}, torch {v('torch')}, "
+               f"hydra-core {v('hydra-core')}, wandb {v('wandb')})")
+    raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the versions and exit.")
+    ] = False,
+) -> None:
     """Workbench for RL fine-tuning of LMs: rl train | rl --help."""
 
 
@@ -55,7 +75,8 @@ TRAIN_EPILOG = (
 @app.command(epilog=TRAIN_EPILOG)
 def train(
     overrides: Annotated[
-        Optional[list[str]], typer.Argument(help="Hydra overrides: experiment=quickstart algo.max_steps=20 seed=3")
+        Optional[list[str]], typer.Argument(help="Hydra overrides: experiment=quickstart algo.max_steps=20 seed=3",
+                                            autocompletion=override_completer())
     ] = None,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Run label (sanitised) for the run directory.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and run every check a real run makes before it loads the model; nothing is written.")] = False,

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from cli.common import fail
+from cli.common import fail, override_completer
 from workbench.compose import group_options
 
 _LAUNCHER_PLUGINS = {
@@ -45,7 +45,7 @@ def _epilog() -> str:
         "  rl sweep sweep=length_weight_optuna   # Optuna search; presets live in conf/sweep/\n\n"
         "  rl sweep length_weight_grid seed=4,5   # a preset's name alone works too\n\n"
         "  rl sweep seeds experiment=quickstart hydra/launcher=joblib hydra.launcher.n_jobs=2   # parallel\n\n"
-        "  rl sweep length_weight_grid hydra/launcher=submitit_slurm hydra.launcher.partition=gpu   # SLURM\n\n"
+        "  rl sweep length_weight_grid hydra/launcher=slurm_gpu hydra.launcher.partition=gpu   # SLURM, 1 GPU a job\n\n"
         "  rl sweep --resume runs/sweeps/2026-11-22_10-00-00_length_weight_grid   # missing + failed jobs\n\n"
         "Grid: key=a,b,c / range(1,4) / choice(a,b) values, and a preset's hydra.sweeper.params, expand to their "
         "cartesian product (Hydra's BasicSweeper). Optuna: hydra/sweeper=optuna with key=interval(a,b), "
@@ -53,7 +53,8 @@ def _epilog() -> str:
         "sweep.objective; hydra.sweeper.direction=maximize|minimize, hydra.sweeper.n_trials=N).\n\n"
         "Each job is an ordinary run directory under the sweep directory runs/sweeps/<timestamp>_<name>/ "
         "(sweep.json, index.jsonl with one line per job, jobs/, runs/); `rl compare SWEEP_DIR` and `rl eval RUN_DIR` "
-        "accept them. W&B groups the jobs' runs by the sweep's directory name. Exit code 1 if any job failed.\n\n"
+        "accept them. W&B groups runs by their config without the seed (the seeds of one setting), as rl compare "
+        "does, and tags each with sweep:<sweep directory name>. Exit code 1 if any job failed.\n\n"
         f"sweep (presets, sweep=NAME): {', '.join(presets) or '(none)'}\n\n"
         f"hydra/launcher: {', '.join(_launchers())}  (ray: pip install hydra-ray-launcher where a Ray cluster exists)"
     )
@@ -90,7 +91,9 @@ def sweep_command(
     overrides: Annotated[
         Optional[list[str]],
         typer.Argument(help="Hydra overrides with sweeps: seed=1,2,3 reward.length_kimi.weight=0.1,0.3 sweep=PRESET "
-                            "hydra/launcher=joblib ..."),
+                            "hydra/launcher=joblib ...",
+                       autocompletion=override_completer(lambda: {"sweep": group_options("sweep"),
+                                                                   "hydra/launcher": _launchers()})),
     ] = None,
     name: Annotated[
         Optional[str], typer.Option("--name", "-n", help="Sweep label for its directory (sanitised).")
@@ -111,7 +114,7 @@ def sweep_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress display.")] = False,
 ) -> None:
     """Run a grid or Optuna sweep as a Hydra multirun; every job is an `rl train` run directory."""
-    from cli.sweep_view import print_plan, print_summary
+    from cli.sweep_view import print_plan, print_summary, print_warnings
     from workbench.config import ConfigError
 
     overrides = list(overrides or [])
@@ -126,6 +129,7 @@ def sweep_command(
             bad = [o for o in overrides if not sw.is_hydra(o)]
             if bad:
                 fail(f"--resume accepts only hydra overrides (e.g. hydra/launcher=joblib), got {bad[0]!r}")
+            sw.check_hydra_overrides(overrides)
             sweep_dir = resume.resolve()
             definition = sw.read_definition(sweep_dir)
             sw.rebuild_index(sweep_dir)
@@ -163,6 +167,7 @@ def sweep_command(
             if dry_run:
                 print_plan(plan, plan.runs_dir)
                 return
+            print_warnings(plan)
             sweep_dir = sw.create_sweep_dir(plan, ["rl", *sys.argv[1:]] if sys.argv[0].endswith("rl") else
                                             ["rl", "sweep", *overrides])
             total = plan.total

@@ -80,6 +80,28 @@ def print_plan(plan, sweep_root: str) -> None:
         out.print(f"[dim]every job: {' '.join(plan.base_overrides)}[/dim]")
     if plan.hydra_overrides:
         out.print(f"[dim]hydra: {' '.join(plan.hydra_overrides)}[/dim]")
+    out.print(f"launcher {plan.launcher}: {describe_resources(plan)}", soft_wrap=True)
+    print_warnings(plan)
+
+
+def describe_resources(plan) -> str:
+    """'each job: partition=gpu, nodes=1, gpus_per_node=1, ..., timeout_min=240; at most 32 at once
+    (array_parallelism)': the launcher's settings that are set, per job, then how many jobs run at once."""
+    if plan.launcher == "basic":
+        return "jobs run one after another in this process"
+    at_once = {"array_parallelism": "array_parallelism", "n_jobs": "n_jobs"}
+    per_job = ", ".join(f"{k}={v}" for k, v in plan.resources.items() if k not in at_once)
+    parts = [f"each job: {per_job}" if per_job else "each job in its own worker process"]
+    parts += [f"at most {plan.resources[k]} at once ({k})" for k in at_once if k in plan.resources]
+    return "; ".join(parts)
+
+
+def print_warnings(plan) -> None:
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    for w in plan.warnings:
+        err.print(f"[yellow]warning:[/yellow] {w}", soft_wrap=True, markup=True, highlight=False)
 
 
 def print_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> None:

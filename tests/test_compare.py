@@ -268,10 +268,13 @@ def test_interval_best_and_significance_known_answers(study):
     assert [comp.cells[(i, "eval/accuracy")].best for i in range(3)] == [False, True, False]
     assert [comp.cells[(i, "eval/length/mean")].best for i in range(3)] == [False, False, True]
     assert not any(comp.cells[(i, "entropy/mean")].best for i in range(3))
-    boot = cmp.compare([root], metrics=["eval/accuracy"], test="bootstrap")
-    assert boot.cells[(1, "eval/accuracy")].marker == cmp.MARK_NOT_SIGNIFICANT
-    assert boot.cells[(2, "eval/accuracy")].marker == ""
-    assert "bootstrap" in " ".join(boot.footer())
+    # 3 vs 3 seeds: a bootstrap has at most 27 resamples a side, so it is the exact permutation test here, whose
+    # smallest p-value is 2/20 (the observed split and its mirror): no 3-seed difference reaches p < 0.05
+    for test in ("bootstrap", "permutation"):
+        exact = cmp.compare([root], metrics=["eval/accuracy"], test=test)
+        assert exact.cells[(2, "eval/accuracy")].p == pytest.approx(0.1)
+        assert exact.cells[(2, "eval/accuracy")].marker == cmp.MARK_NOT_SIGNIFICANT
+        assert "exact permutation" in " ".join(exact.footer())
 
 
 def test_single_seed_is_untestable_and_mean_only(tmp_path):
@@ -282,6 +285,33 @@ def test_single_seed_is_untestable_and_mean_only(tmp_path):
     comp = cmp.compare([root], metrics=["eval/accuracy"])
     c = comp.cells[(1, "eval/accuracy")]
     assert c.marker == cmp.MARK_UNTESTABLE and c.text() == "0.900" and math.isnan(c.p)
+
+
+def test_single_seed_shows_the_runs_own_eval_interval(tmp_path):
+    """One seed has no spread over seeds, but its eval results carry an interval over problems: the cell shows it."""
+    root = tmp_path / "runs"
+    for seed, acc in enumerate([0.5, 0.6]):
+        make_run(root, f"a{seed}", {"seed": seed}, summary={"eval/accuracy": acc})
+    make_run(root, "b", {"algo": {"learning_rate": 1e-3}}, summary={"eval/accuracy": 0.4},
+             evals={"final": {"metrics": {"eval/accuracy": 0.515, "eval/accuracy/ci_low": 0.47,
+                                          "eval/accuracy/ci_high": 0.56}, "checkpoint": "final", "step": 3}})
+    comp = cmp.compare([root], metrics=["eval/accuracy"])
+    c = comp.cells[(1, "eval/accuracy")]
+    assert c.text() == "0.515 [0.470, 0.560]" and c.over == "problems" and c.marker == cmp.MARK_UNTESTABLE
+    assert comp.cells[(0, "eval/accuracy")].over == "seeds"
+    assert any("own 95% interval over evaluation problems" in line for line in comp.footer())
+    rows = list(csv.DictReader(io.StringIO(comp.to_csv())))
+    assert rows[1]["eval/accuracy/ci_over"] == "problems" and float(rows[1]["eval/accuracy/ci_low"]) == 0.47
+
+
+def test_config_group_id_is_the_compare_grouping():
+    """rl train's W&B group is a hash of the config without seed, name, paths and logger: rl compare's groups."""
+    base = {**BASE_CONFIG, "name": "a", "runs_dir": "/x"}
+    same = {**BASE_CONFIG, "seed": 7, "name": "b", "runs_dir": "/y", "logger": {"backend": "none"}}
+    other = {**BASE_CONFIG, "algo": {**BASE_CONFIG["algo"], "max_steps": 5}}
+    assert cmp.config_group_id(base) == cmp.config_group_id(same)
+    assert cmp.config_group_id(base) != cmp.config_group_id(other)
+    assert cmp.config_group_id(base).startswith(BASE_CONFIG["experiment_name"] + "-")
 
 
 def test_metric_directions():
@@ -413,7 +443,7 @@ def test_cli_report_is_self_contained_and_escaped(tmp_path):
     assert "&lt;script&gt;document.title=&#x27;PWNED&#x27;&lt;/script&gt;" in text
     assert "&lt;b&gt;bold&lt;/b&gt;" in text and "<b>bold</b>" not in text
     assert "&lt;b&gt;x&lt;/b&gt;" in text  # the failed run's error
-    assert "http://" not in text and "https://" not in text and 'src="data:image/png;base64,' in text
+    assert "http://" not in text and "https://" not in text and 'src="data:image/svg+xml;base64,' in text
     assert text.count("<img ") >= 4  # learning curves, two Pareto plots, entropy law
     assert "Content-Security-Policy" in text
     assert "<details" in text and "Pareto" in text and "ceiling" in text
@@ -431,3 +461,22 @@ def test_report_with_summaries_only_does_not_crash(tmp_path):
     html = render_report(comp)
     assert "No metrics.jsonl rows to plot." in html and "No samples recorded." in html
     assert html.count("<img ") == 1  # accuracy vs length only (no cost metric)
+
+
+def test_report_curves_have_y_labels_and_are_svg(study, monkeypatch):
+    """Every curve panel names its quantity on the y-axis; figures are SVG (sharp at any zoom)."""
+    import base64
+
+    from workbench import report
+
+    root, _ = study
+    comp = cmp.compare([root], metrics=["eval/accuracy"])
+    figures = []
+    real = report._figure
+    monkeypatch.setattr(report, "_figure", lambda fig: (figures.append([a.get_ylabel() for a in fig.axes
+                                                                         if a.axison]), real(fig))[1])
+    uri, _ = report.curve_figure(comp, ["eval/accuracy", "length/mean", "entropy/mean", "train/reward", "cost/mean"])
+    assert figures and all(label for label in figures[0]), figures
+    assert "tokens per completion" in figures[0] and "$ per rollout" in figures[0]
+    assert uri.startswith("data:image/svg+xml;base64,")
+    assert base64.b64decode(uri.split(",", 1)[1]).lstrip().startswith(b"<?xml")

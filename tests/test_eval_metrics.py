@@ -17,8 +17,10 @@ from workbench.evaluation.metrics import (
     default_ks,
     length_stats,
     maj_at_k,
+    N_BOOT,
     pass_at_k,
     summarize_problems,
+    wilson_interval,
 )
 
 # ----------------------------------------------------------------------------------------------- pass@k
@@ -218,6 +220,66 @@ def test_summarize_problems_minimal_and_no_correct():
     assert not any(k.startswith("eval/maj") or k.startswith("eval/length") for k in out)
     with pytest.raises(ValueError):
         summarize_problems(np.zeros((2, 2), dtype=bool), lengths=np.zeros((2, 3)))
+
+
+def test_wilson_interval_known_values():
+    assert wilson_interval(0.0, 200) == (0.0, pytest.approx(0.018845, abs=1e-6))  # 3.84 / (200 + 3.84)
+    lo, hi = wilson_interval(0.5, 100)
+    assert (lo, hi) == (pytest.approx(0.40383, abs=1e-5), pytest.approx(0.59617, abs=1e-5))
+    assert wilson_interval(1.0, 10)[1] == 1.0 and wilson_interval(1.0, 10)[0] == pytest.approx(0.72247, abs=1e-5)
+    assert all(math.isnan(x) for x in wilson_interval(0.5, 0))
+
+
+def test_rates_at_zero_get_a_wilson_interval_never_zero_zero():
+    """No correct or truncated sample: the bootstrap collapses to [0, 0]; the interval is Wilson's over problems."""
+    for n in (1, 4):
+        out = summarize_problems(np.zeros((200, n), dtype=bool), lengths=np.ones((200, n)),
+                                 truncated=np.zeros((200, n), dtype=bool))
+        for key in ("eval/accuracy", "eval/pass@1", "eval/truncation_rate"):
+            assert out[key] == 0.0 and out[key + "/ci_low"] == 0.0
+            assert out[key + "/ci_high"] == pytest.approx(wilson_interval(0.0, 200)[1]), (n, key)
+
+
+def test_one_sample_per_problem_uses_wilson_over_problems():
+    corr = np.array([[True]] * 30 + [[False]] * 70)
+    out = summarize_problems(corr)
+    assert (out["eval/accuracy/ci_low"], out["eval/accuracy/ci_high"]) == pytest.approx(wilson_interval(0.3, 100))
+
+
+def test_several_samples_per_problem_keep_the_bootstrap_over_problems():
+    rng = np.random.default_rng(1)
+    corr = rng.random((50, 4)) < 0.5
+    out = summarize_problems(corr, n_boot=400, seed=3)
+    per_problem = corr.mean(axis=1)
+    assert (out["eval/accuracy/ci_low"], out["eval/accuracy/ci_high"]) == pytest.approx(
+        bootstrap_ci(per_problem, n_boot=400, seed=3))
+    assert all(out[k] is None for k in ("eval/accuracy/ci_low", "eval/accuracy/ci_high")
+               for out in [summarize_problems(corr, n_boot=0)])  # n_boot=0: no intervals at all
+
+
+def test_one_number_of_bootstrap_resamples(monkeypatch):
+    """rl eval (conf/eval.yaml, EvalConfig) and the evaluations inside rl train use the same N_BOOT."""
+    import types
+
+    import yaml
+
+    import workbench.evaluation.runner as runner
+    import workbench.train as train_mod
+    from workbench.compose import CONF_DIR, compose
+    from workbench.config import to_train_config
+
+    assert yaml.safe_load((CONF_DIR / "eval.yaml").read_text())["eval"]["n_boot"] == N_BOOT
+    assert runner.EvalConfig().n_boot == N_BOOT
+    seen = {}
+
+    def fake_evaluate_model(model, tokenizer, task, examples, e, **kw):
+        seen["n_boot"] = e.n_boot
+        return {"eval/accuracy": 0.5}, []
+
+    monkeypatch.setattr(runner, "evaluate_model", fake_evaluate_model)
+    cfg = to_train_config(compose("train", []))
+    train_mod._evaluate(cfg, None, None, None, [{}] * 3, types.SimpleNamespace(max_completion_length=8), seed=0)
+    assert seen["n_boot"] == N_BOOT
 
 
 def test_summarize_problems_ci_narrows_with_more_problems():

@@ -19,7 +19,7 @@ from workbench.config import ConfigError, TinyModelConfig, to_train_config
 from workbench.models import tiny as tiny_mod
 from workbench.report import MIN_FIT_POINTS, entropy_law, fit_omission, render_report
 from workbench.tasks.base import Task, padded_trace, split_think
-from workbench.tasks.gym import chain_trace
+from workbench.tasks.gym import ArithmeticTask, chain_trace, chain_working
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["replication", "replication_kimi", "replication_drpo", "replication_hapo", "replication_pear",
@@ -29,23 +29,27 @@ METHODS = ["replication", "replication_kimi", "replication_drpo", "replication_h
 # ----------------------------------------------------------------------------------------------- the knob
 
 
-@pytest.mark.parametrize("expression", ["63 - 45", "12 + 34", "99 + 99", "10 - 93", "5 + 7"])
-def test_padded_trace_restates_the_concise_one_at_the_step_by_step_length(expression):
-    concise, steps = chain_trace(expression, False), chain_trace(expression, True)
-    padded = padded_trace(concise, len(steps))
-    think, answer, closed = split_think(padded)
-    c_think, c_answer, _ = split_think(concise)
-    assert closed and answer == c_answer  # same final answer
-    statement = c_think.removeprefix("<think>")
-    assert think.removeprefix("<think>").split(". ") == [statement] * len(think.split(". "))  # nothing but restating
-    assert len(think.split(". ")) >= 2
-    assert abs(len(padded) - len(steps)) <= len(statement) // 2 + 2  # as long as the step-by-step trace
-    assert "check" not in padded and "check" in steps
+@pytest.mark.parametrize("expression", ["63 - 45", "12 + 34", "99 + 99", "10 - 93", "63 + 40", "12 + 34 - 5"])
+def test_working_trace_is_the_steps_without_restating_or_checking_and_padding_restates_it(expression):
+    steps, working = chain_trace(expression, True), chain_working(expression)
+    w_think, w_answer, _ = split_think(working)
+    s_think, s_answer, _ = split_think(steps)
+    assert w_answer == s_answer
+    body = w_think.removeprefix("<think>")
+    assert body in s_think and "check" not in working  # the same tens-then-ones steps, nothing else
+    assert len(working) < len(steps)
+    padded = padded_trace(working)
+    p_think, p_answer, closed = split_think(padded)
+    assert closed and p_answer == w_answer
+    assert p_think.removeprefix("<think>") == ". ".join([body] * 3)  # nothing but restating
+    assert len(padded) > len(steps) - 20  # about as long as the step-by-step trace, or longer
 
 
-def test_padded_trace_needs_a_think_trace():
+def test_padded_trace_needs_a_think_trace_and_two_copies():
     with pytest.raises(ValueError, match="padded_trace"):
-        padded_trace("18", 40)
+        padded_trace("18")
+    with pytest.raises(ValueError, match="copies"):
+        padded_trace("<think>1+1=2</think>2", copies=1)
 
 
 class Add(Task):
@@ -72,20 +76,35 @@ class Add(Task):
         self.calls += 1
         return chain_trace(example["expression"], verbose)
 
+    def warm_start_working(self, example: dict[str, Any], rng: random.Random) -> str | None:
+        return chain_working(example["expression"])
 
-def test_warm_start_trace_steps_is_the_task_trace_and_padded_only_changes_verbose_ones():
+
+def test_warm_start_trace_steps_is_the_task_trace_and_padded_pairs_the_working_with_its_restatement():
     task = Add()
-    ex = task.examples("train")[23]
+    ex = task.examples("train")[45]  # 4 + 5: a one-step sum
     rng = random.Random(0)
     for verbose in (False, True):
         assert tiny_mod.warm_start_trace(task, ex, rng, verbose) == task.warm_start_completion(ex, rng, verbose)
-    assert tiny_mod.warm_start_trace(task, ex, rng, False, "padded") == chain_trace(ex["expression"], False)
-    padded = tiny_mod.warm_start_trace(task, ex, rng, True, "padded")
-    assert padded == padded_trace(chain_trace(ex["expression"], False), len(chain_trace(ex["expression"], True)))
-    assert task.score(padded, ex) == 1.0
+    short = tiny_mod.warm_start_trace(task, ex, rng, False, "padded")
+    long = tiny_mod.warm_start_trace(task, ex, rng, True, "padded")
+    assert short == chain_working(ex["expression"]) and long == padded_trace(short)
+    assert task.score(short, ex) == task.score(long, ex) == 1.0
     task.calls = 0
     tiny_mod.warm_start_trace(task, ex, rng, True)  # "steps": exactly one task call, as before the knob existed
     assert task.calls == 1
+
+
+def test_padded_style_on_the_default_task():
+    from workbench.config import TaskConfig
+
+    task = ArithmeticTask(TaskConfig(name="arithmetic", train_size=20, eval_size=5))
+    rng = random.Random(0)
+    for ex in task.examples("train"):
+        short = tiny_mod.warm_start_trace(task, ex, rng, False, "padded")
+        long = tiny_mod.warm_start_trace(task, ex, rng, True, "padded")
+        assert task.score(short, ex) == task.score(long, ex) == 1.0
+        assert len(long) > 2 * len(short) - 20 and long.count("</think>") == 1
 
 
 def test_default_style_keeps_the_cache_key_and_padded_changes_it():

@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from workbench.stats import bootstrap_diff_test, fit_entropy_law, mean_ci, pareto_front, welch_test
+from workbench.stats import (
+    bootstrap_diff_test,
+    fit_entropy_law,
+    mean_ci,
+    pareto_front,
+    permutation_test,
+    welch_test,
+)
 
 
 def test_mean_ci_hand_t_interval():
@@ -51,6 +58,33 @@ def test_bootstrap_diff_test():
     assert bootstrap_diff_test(x, y, n_boot=2000) > 0.05
     assert bootstrap_diff_test(x, y, n_boot=500, seed=1) == bootstrap_diff_test(x, y, n_boot=500, seed=1)
     assert math.isnan(bootstrap_diff_test([1.0], [1.0, 2.0]))
+
+
+def test_permutation_test_exact_known_answers():
+    # 3 vs 3 seeds: 20 splits of the pooled six values; only the observed one and its mirror are as extreme
+    assert permutation_test([1, 2, 3], [4, 5, 6]) == pytest.approx(2 / 20)
+    assert permutation_test([1, 2, 3], [1, 2, 3]) == 1.0
+    # hand count against brute force: 4 vs 3
+    import itertools
+
+    a, b = [0.71, 0.74, 0.69, 0.73], [0.66, 0.70, 0.64]
+    pooled = a + b
+    obs = abs(np.mean(a) - np.mean(b))
+    splits = list(itertools.combinations(range(7), 4))
+    hits = sum(abs(np.mean([pooled[i] for i in s]) - np.mean([pooled[i] for i in range(7) if i not in s])) >= obs - 1e-12
+               for s in splits)
+    assert permutation_test(a, b) == pytest.approx(hits / len(splits))
+    assert math.isnan(permutation_test([1.0], [1.0, 2.0]))
+    # large samples: random permutations, seeded, and a real difference is found
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=40), rng.normal(1.0, size=40)
+    assert permutation_test(x, y) < 0.01 and permutation_test(x, y, seed=3) == permutation_test(x, y, seed=3)
+
+
+def test_bootstrap_test_is_the_exact_permutation_test_for_few_seeds():
+    """With 3 seeds a side a bootstrap has at most 27 resamples: it defers to the exact permutation test."""
+    a, b = [0.78, 0.79, 0.77], [0.70, 0.71, 0.69]
+    assert bootstrap_diff_test(a, b) == permutation_test(a, b) == pytest.approx(0.1)
 
 
 def test_fit_entropy_law_recovers_exact_parameters():

@@ -218,7 +218,8 @@ def test_grid_sweep_writes_the_index_and_ordinary_run_directories(tmp_path, fake
         assert run.status == "completed"
         assert run.path.parent == sweep_dir / "runs" / "default"
         config = yaml.safe_load(run.config_file.read_text())
-        assert config["logger"]["group"] == sweep_dir.name  # W&B groups the jobs by the sweep
+        # W&B groups by the config without the seed (as rl compare), not by the sweep; the sweep is a tag
+        assert config["logger"]["group"] is None and f"sweep:{sweep_dir.name}" in config["logger"]["tags"]
         assert run.read_meta()["sweep"] == {"dir": str(sweep_dir), "id": sweep_dir.name, "job": r["job"]}
     # each job trained with its own overrides; names identify the job
     assert [(c["seed"], c["cfg"].algo.trl["learning_rate"], c["name"]) for c in fake.calls] == [

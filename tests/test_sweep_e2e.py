@@ -47,7 +47,9 @@ def test_grid_2x2_basic_launcher_each_job_its_own_wandb_run(tmp_path):
                                               ["seed=1", "algo.learning_rate=5e-05"],
                                               ["seed=2", "algo.learning_rate=1e-05"],
                                               ["seed=2", "algo.learning_rate=5e-05"]]
-    run_ids, offline_dirs = set(), set()
+    from workbench.tracking import read_offline_run
+
+    run_ids, offline_dirs, groups = set(), set(), {}
     for r in rows:
         assert r["status"] == "completed" and r["error"] is None
         assert r["metrics"]["steps"] == 1 and r["metrics"]["eval/accuracy"] is not None
@@ -55,14 +57,19 @@ def test_grid_2x2_basic_launcher_each_job_its_own_wandb_run(tmp_path):
         assert run.status == "completed"
         config = yaml.safe_load(run.config_file.read_text())
         assert config["seed"] == int(r["overrides"][0].split("=")[1])
-        assert config["logger"]["group"] == sweep_dir.name
+        assert config["logger"]["group"] is None and f"sweep:{sweep_dir.name}" in config["logger"]["tags"]
         # one W&B run per job: its own id, its own offline run folder
         meta = run.read_meta()
         run_ids.add(meta["wandb_run_id"])
         found = list(run.wandb_dir.glob("offline-run-*"))
         assert len(found) == 1 and found[0].name.endswith(meta["wandb_run_id"]), found
         offline_dirs.add(found[0].name)
+        # W&B groups by the config without the seed: one group per learning rate, the sweep is a tag
+        wb = read_offline_run(found[0])
+        groups.setdefault(wb["run"]["group"], []).append(r["overrides"][1])
+        assert f"sweep:{sweep_dir.name}" in wb["run"]["tags"]
     assert len(run_ids) == 4 and len(offline_dirs) == 4
+    assert sorted(groups.values()) == [["algo.learning_rate=1e-05"] * 2, ["algo.learning_rate=5e-05"] * 2]
 
     # the sweep directory is an input rl compare understands: two learning rates, two seeds each
     from workbench.compare import group_runs, load_runs

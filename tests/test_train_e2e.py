@@ -89,6 +89,31 @@ def test_train_writes_the_run_directory_contract(tiny_overrides, tmp_path):
     assert wandb_runs[0].name.endswith(meta["wandb_run_id"])
     data = (wandb_runs[0] / f"run-{meta['wandb_run_id']}.wandb").read_bytes()
     assert b"length/mean" in data and b"train/reward" in data
+    # read back: the workbench config (flattened), overrides, run dir; grouped by the config without the seed
+    import yaml
+
+    from workbench.compare import config_group_id
+    from workbench.tracking import read_offline_run
+
+    wb = read_offline_run(wandb_runs[0])
+    config = yaml.safe_load(run.config_file.read_text())
+    assert wb["run"]["group"] == config_group_id(config) and wb["run"]["job_type"] == "train"
+    assert wb["run"]["name"] == f"quickstart/{run.path.name}"
+    assert wb["config"]["reward.correctness.weight"] == config["reward"]["correctness"]["weight"]
+    assert wb["config"]["overrides"] == overrides and wb["config"]["run_dir"] == str(run.path.resolve())
+    logged = [r for r in wb["history"] if "train/reward" in r]
+    assert len(logged) == 3 and all(r["perf/tokens_per_s"] > 0 for r in logged)
+    assert [r["train/global_step"] for r in logged] == [1, 2, 3]
+
+    # rl eval --checkpoint all: a linked W&B run (job_type eval, same group) with one row per checkpoint at its step
+    res = subprocess.run([sys.executable, "-m", "cli.main", "eval", str(run.path), "--checkpoint", "all", "eval.n=1",
+                          "eval.num_problems=4", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (eval_run,) = [p for p in (run.path / "wandb").glob("offline-run-*") if p != wandb_runs[0]]
+    ev = read_offline_run(eval_run)
+    assert ev["run"]["job_type"] == "eval" and ev["run"]["group"] == wb["run"]["group"]
+    assert ev["config"]["train_run_id"] == meta["wandb_run_id"]
+    assert [r["train/global_step"] for r in ev["history"] if "eval/accuracy" in r] == [2, 3, 3]  # checkpoints, final
 
 
 def test_resume_after_sigkill_continues_from_checkpoint(tiny_overrides, tmp_path):

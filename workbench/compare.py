@@ -35,12 +35,15 @@ A metric's value for one run
   2. else summary.json, if it holds the metric;
   3. else metrics.jsonl: for eval/... keys the last logged value; for train-side keys the mean of the last 10
      rows that log the key (summary.json's own rule).
-  A group's cell is the mean over its runs (seeds) with a 95% Student-t interval (workbench.stats.mean_ci).
+  A group's cell is the mean over its runs (seeds) with a 95% Student-t interval (workbench.stats.mean_ci). A
+  group of one run has no spread over seeds; its cell shows that run's own 95% interval over evaluation problems
+  (`<metric>/ci_low`, `/ci_high` in its eval results or summary.json) as [low, high], when the run has one.
 
 Significance
-  Each group's per-seed values are compared to the baseline group's with Welch's t-test (default) or a
-  bootstrap test on the difference of means; "≈" marks p >= 0.05 (not significant), "?" marks an untestable
-  cell (fewer than two seeds on one side). Best per column: highest accuracy/pass@k/maj@k/reward, lowest
+  Each group's per-seed values are compared to the baseline group's with Welch's t-test (default), the exact
+  permutation test, or a bootstrap test on the difference of means (which falls back to the exact permutation test
+  below 5 seeds on a side); "≈" marks p >= 0.05 (not significant), "?" marks an untestable cell (fewer than two
+  seeds on one side). Best per column: highest accuracy/pass@k/maj@k/reward, lowest
   length/cost/KL/time; entropy and other metrics have no "better" direction and are not highlighted.
 """
 
@@ -246,6 +249,16 @@ class Run:
             return vals[-1], "metrics.jsonl (last)"
         tail = vals[-TAIL_ROWS:]
         return sum(tail) / len(tail), f"metrics.jsonl (last {len(tail)})"
+
+    def interval(self, metric: str) -> tuple[float, float] | None:
+        """This run's own 95% interval of a metric over evaluation problems (rl eval's `<metric>/ci_low` and
+        `/ci_high`), from the source `value` reads the metric from; None when that source has none."""
+        for source in (self.eval_metrics if metric.startswith("eval/") and _is_number(self.eval_metrics.get(metric))
+                       else None, self.summary if _is_number(self.summary.get(metric)) else None):
+            if source is not None:
+                lo, hi = _finite_or_none(source.get(metric + "/ci_low")), _finite_or_none(source.get(metric + "/ci_high"))
+                return (lo, hi) if lo is not None and hi is not None else None
+        return None
 
     def metric_names(self) -> set[str]:
         names = {k for k, v in self.eval_metrics.items() if _is_number(v) or v is None}
@@ -456,11 +469,30 @@ class Group:
         return list(dict.fromkeys(r.name for r in self.runs))
 
 
+def seed_free(flat: dict[str, Any]) -> dict[str, Any]:
+    """A flattened config without the keys that never split groups (IGNORED_KEYS: seed, name, paths, logger)."""
+    return {k: v for k, v in flat.items() if not _ignored(k)}
+
+
+def config_group_id(config: dict[str, Any]) -> str:
+    """The name of a run's group: `<experiment_name>-<8 hex digits>`, a hash of its resolved config without the keys
+    that never split groups. Runs with equal ids are the seeds of one setting, exactly as `group_runs` groups them;
+    rl train uses it as the W&B group, so W&B and rl compare agree.
+
+    >>> config_group_id({"experiment_name": "x", "seed": 1}) == config_group_id({"experiment_name": "x", "seed": 2})
+    True
+    """
+    import hashlib
+
+    digest = hashlib.sha256(_hashable(seed_free(flatten(config))).encode()).hexdigest()[:8]
+    return f"{config.get('experiment_name') or 'default'}-{digest}"
+
+
 def grouping_flat(run: Run, group_by: Sequence[str] | None) -> dict[str, Any]:
     flat = run.flat_config()
     if group_by:
         return {k: v for k, v in flat.items() if any(_key_matches(k, p) for p in group_by)}
-    return {k: v for k, v in flat.items() if not _ignored(k)}
+    return seed_free(flat)
 
 
 def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
@@ -597,43 +629,58 @@ class Cell:
     p: float = float("nan")  # vs the baseline group
     marker: str = ""
     best: bool = False
+    over: str = "seeds"  # what the interval is over: "seeds" (Student t), or "problems" (one run's eval interval)
 
     @property
     def n(self) -> int:
         return len(self.values)
 
     def text(self) -> str:
-        """'0.781 ± 0.031' (half-width of the 95% interval), or the mean alone for one seed."""
+        """'0.781 ± 0.031' (half-width of the 95% interval over seeds); for one seed '0.515 [0.470, 0.560]' (the
+        run's own interval over evaluation problems, asymmetric in general), or the mean alone."""
         if not math.isfinite(self.mean):
             return "n/a"
         spec = _number_spec(self.mean)
         s = format_number(self.mean, spec)
         if math.isfinite(self.low) and math.isfinite(self.high):
-            s += f" ± {format_number((self.high - self.low) / 2, spec)}"
+            if self.over == "problems":
+                s += f" [{format_number(self.low, spec)}, {format_number(self.high, spec)}]"
+            else:
+                s += f" ± {format_number((self.high - self.low) / 2, spec)}"
         return s
 
 
 def cell_for(group: Group, metric: str) -> Cell:
     from workbench.stats import mean_ci
 
-    vals, srcs = [], []
+    vals, srcs, runs = [], [], []
     for r in group.runs:
         v, src = r.value(metric)
         if v is not None and math.isfinite(v):
             vals.append(v)
             srcs.append(src or "")
+            runs.append(r)
     mean, low, high = mean_ci(vals)
+    if len(runs) == 1:  # no spread over seeds: the run's own interval over evaluation problems, when it has one
+        ci = runs[0].interval(metric)
+        if ci is not None:
+            return Cell(metric, vals, srcs, mean, ci[0], ci[1], over="problems")
     return Cell(metric, vals, srcs, mean, low, high)
 
 
+TESTS = ("welch", "permutation", "bootstrap")
+
+
 def significance(a: Sequence[float], b: Sequence[float], test: str = "welch") -> float:
-    from workbench.stats import bootstrap_diff_test, welch_test
+    from workbench.stats import bootstrap_diff_test, permutation_test, welch_test
 
     if test == "welch":
         return welch_test(a, b)
+    if test == "permutation":
+        return permutation_test(a, b)
     if test == "bootstrap":
         return bootstrap_diff_test(a, b)
-    raise CompareError(f"unknown test {test!r}; choose welch or bootstrap")
+    raise CompareError(f"unknown test {test!r}; choose {', '.join(TESTS)}")
 
 
 def default_metrics(available: set[str]) -> list[str]:
@@ -678,13 +725,23 @@ class Comparison:
         return self.cells[key]
 
     def test_name(self) -> str:
-        return ("Welch's t-test" if self.test == "welch" else "bootstrap test on the difference of means (10,000 resamples)")
+        from workbench.stats import BOOTSTRAP_MIN_N
+
+        return {
+            "welch": "Welch's t-test",
+            "permutation": "exact permutation test on the difference of means",
+            "bootstrap": (f"bootstrap test on the difference of means (10,000 resamples; the exact permutation test "
+                          f"where a side has fewer than {BOOTSTRAP_MIN_N} seeds)"),
+        }[self.test]
 
     def footer(self) -> list[str]:
         base = self.groups[self.baseline]
+        one_seed = any(c.over == "problems" for (_, m), c in self.cells.items() if m in self.metrics)
         lines = [
-            f"Cells: mean over seeds ± half-width of the 95% Student-t interval (one seed: mean only). "
-            f"Baseline: {base.title}.",
+            f"Cells: mean over seeds ± half-width of the 95% Student-t interval"
+            + ("; one seed: [low, high] = that run's own 95% interval over evaluation problems (rl eval), "
+               "not over seeds. " if one_seed else " (one seed: mean only). ")
+            + f"Baseline: {base.title}.",
             f"{MARK_NOT_SIGNIFICANT} = difference to the baseline not significant ({self.test_name()}, two-sided "
             f"p ≥ {self.alpha:g}, per-seed values); {MARK_UNTESTABLE} = not testable (fewer than 2 seeds on one side); "
             f"no mark = significant.",
@@ -777,14 +834,15 @@ class Comparison:
         w = csv.writer(buf)
         head = ["group", "label", "baseline", "runs", "seeds", *self.columns, "n"]
         for m in self.metrics:
-            head += [m, f"{m}/ci_low", f"{m}/ci_high", f"{m}/n", f"{m}/p_value"]
+            head += [m, f"{m}/ci_low", f"{m}/ci_high", f"{m}/ci_over", f"{m}/n", f"{m}/p_value"]
         w.writerow(head)
         for gi, g in enumerate(self.groups):
             row: list[Any] = [gi + 1, g.label, gi == self.baseline, ";".join(str(r.path) for r in g.runs),
                               ";".join(str(s) for s in g.seeds), *(g.values[c] for c in self.columns), len(g.runs)]
             for m in self.metrics:
                 c = self.cells[(gi, m)]
-                row += [_csv_num(c.mean), _csv_num(c.low), _csv_num(c.high), c.n, _csv_num(c.p)]
+                row += [_csv_num(c.mean), _csv_num(c.low), _csv_num(c.high),
+                        c.over if math.isfinite(c.low) else "", c.n, _csv_num(c.p)]
             w.writerow(row)
         return buf.getvalue()
 
@@ -832,8 +890,8 @@ def compare(
     alpha: float = ALPHA,
 ) -> Comparison:
     """Load, group, and fill the table cells with means, intervals, best flags and significance markers."""
-    if test not in ("welch", "bootstrap"):
-        raise CompareError(f"unknown --test {test!r}; choose welch or bootstrap")
+    if test not in TESTS:
+        raise CompareError(f"unknown --test {test!r}; choose {', '.join(TESTS)}")
     runs, excluded = load_runs(paths)
     if not runs:
         desc = ", ".join(f"{e.path} ({e.status})" for e in excluded[:5])

@@ -20,6 +20,14 @@ CONF_DIR = Path(os.environ.get("RL_CONF_DIR", Path(__file__).resolve().parent.pa
 
 GROUPS = ("model", "task", "algo", "reward", "advantage", "regularizer", "logger", "experiment")
 SHAPING_KINDS = ("reward", "advantage", "regularizer")
+# Groups a run cannot do without: `~model` would silently fall back to the typed config's defaults, so it is refused.
+REQUIRED_GROUPS = ("model", "task", "algo")
+# Hydra plugins that provide options of Hydra's own groups, for the error when one is not installed.
+HYDRA_PLUGINS = {
+    "hydra/launcher": {"joblib": "hydra-joblib-launcher", "submitit_local": "hydra-submitit-launcher",
+                       "submitit_slurm": "hydra-submitit-launcher", "ray": "hydra-ray-launcher"},
+    "hydra/sweeper": {"optuna": "hydra-optuna-sweeper"},
+}
 _ABSENT = object()
 
 
@@ -33,13 +41,32 @@ def config_groups(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
     return {group: group_options(group, conf_dir) for group in GROUPS if (conf_dir / group).is_dir()}
 
 
+def hydra_group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """Options of one of Hydra's own groups (hydra/launcher, hydra/sweeper, ...): Hydra's, its installed plugins' and
+    conf/<group>/*.yaml, as Hydra's config loader lists them."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+    with hydra_context(conf_dir=conf_dir):
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+
+
 def one_line_error(message: str, conf_dir: Path = CONF_DIR) -> str:
     """Rewrite Hydra's multi-line errors into one line naming the key and the valid choices."""
     group_choices = {**config_groups(conf_dir), "sweep": group_options("sweep", conf_dir)}
     m = re.search(r"Could not (?:find|load) '([\w/]+)/([^']+)'", message)
     if m:
         group, option = m.group(1), m.group(2)
-        choices = group_choices.get(group, [])
+        if group.startswith("hydra/"):
+            choices = hydra_group_options(group, conf_dir)
+            plugin = HYDRA_PLUGINS.get(group, {}).get(option)
+            if plugin and option not in choices:
+                extra = "'rl-workbench[sweep]'" if plugin != "hydra-ray-launcher" else plugin
+                return (f"{group}={option!r} needs the Hydra plugin {plugin}: pip install {extra} "
+                        f"(installed options: {', '.join(choices)})")
+        else:
+            choices = group_choices.get(group, [])
         return f"{group}={option!r} is not a config option; choose one of: {', '.join(choices)}"
     m = re.search(r"Could not override '([^']+)'", message)
     if m:
@@ -70,7 +97,7 @@ def force_add(overrides: list[str], present: Any = None) -> list[str]:
     preset's `hydra.sweeper.params` entry by the key as written, so only keys absent from the YAML get `++`.
     """
     out = []
-    for o in overrides:
+    for o in honour_deletions(overrides):
         key = o.split("=", 1)[0]
         if "=" not in o or o[0] in "+~" or "/" in key or key in GROUPS or key.startswith("hydra"):
             out.append(o)
@@ -81,6 +108,49 @@ def force_add(overrides: list[str], present: Any = None) -> list[str]:
         else:
             out.append("++" + o)
     return out
+
+
+def honour_deletions(overrides: list[str]) -> list[str]:
+    """Hydra's `~group` deletes a config group; the typed config would then quietly refill it with its defaults
+    (`~logger` used to leave W&B on). Deleting the logger means no external logger, so `~logger` becomes
+    `logger=none`; deleting a group every run needs (model, task, algo) is refused with the options to choose from."""
+    out = []
+    for o in overrides:
+        group = o[1:].split("=", 1)[0] if o.startswith("~") else None
+        if group == "logger":
+            out.append("logger=none")
+        elif group in REQUIRED_GROUPS:
+            raise ConfigError(f"{o}: every run needs a {group}; choose one with {group}=OPTION "
+                              f"({', '.join(group_options(group))})")
+        else:
+            out.append(o)
+    return out
+
+
+def check_single_job(overrides: list[str], command: str) -> None:
+    """rl train and rl eval run one job in this process and run no Hydra job: refuse what would be silently ignored
+    (any hydra.* or hydra/... setting) and what Hydra would only run with --multirun (`seed=1,2`), in one line that
+    says what to do instead."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            sweep = key.startswith(("hydra/launcher", "hydra/sweeper", "hydra.launcher", "hydra.sweeper", "hydra.sweep"))
+            where = ("launchers and sweepers belong to rl sweep: rl sweep KEY=A,B " + o if sweep else
+                     ("the run directory is <runs_dir>/<experiment_name>/<timestamp>_<name>: set runs_dir=DIR and "
+                      "--name NAME" if command == "train" else "results go to RUN_DIR/eval/<checkpoint>/, or "
+                      "<runs_dir>/eval/<model>_<hash>/ without a run directory: set runs_dir=DIR"))
+            raise ConfigError(f"{o}: rl {command} runs no Hydra job and takes no hydra settings; {where}")
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException:
+        return  # composition reports the syntax error in one line
+    for o, p in zip(overrides, parsed):
+        if p.is_sweep_override():
+            raise ConfigError(f"{o} gives several values (a sweep); rl {command} runs one job: rl sweep {o} ... runs "
+                              f"one job per value (a list value is written key=[a,b])")
 
 
 def _select(cfg: Any, key: str) -> Any:
@@ -138,6 +208,8 @@ def to_plain(cfg: Any, drop: tuple[str, ...] = ("hydra",)) -> dict[str, Any]:
 
 
 def compose(config_name: str, overrides: list[str], conf_dir: Path = CONF_DIR) -> dict[str, Any]:
-    """Compose `conf/<config_name>.yaml` with Hydra overrides and return a resolved plain dict."""
+    """Compose `conf/<config_name>.yaml` with Hydra overrides (one job: `check_single_job`) and return a resolved
+    plain dict."""
+    check_single_job(overrides, config_name)
     with hydra_context(conf_dir=conf_dir):
         return to_plain(compose_config(overrides, config_name, conf_dir=conf_dir))

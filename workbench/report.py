@@ -8,7 +8,8 @@ not otherwise), then the accuracy-vs-cost plot, the other training curves, the r
 sample browser of completions per run.
 
 Safety: every user-controlled string (config values, paths, names, prompts, completions, errors) goes through
-html.escape; figures are matplotlib PNGs embedded as base64 data URIs (text inside them is pixels); there is no
+html.escape; figures are matplotlib SVGs embedded as base64 data URIs (<img>, so nothing in them runs; text is
+drawn as glyph outlines, svg.fonttype=path); there is no
 JavaScript at all, and a Content-Security-Policy meta tag forbids scripts and any non-inline resource as a
 second line of defence.
 """
@@ -64,11 +65,14 @@ def _plt():
     return plt
 
 
-def _png(fig) -> str:
+def _figure(fig) -> str:
+    """A figure as an SVG data URI: sharp at any zoom and in print (a 100 dpi PNG looked soft), and shown at the
+    figure's own size. Text as paths, so it looks the same without the fonts."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    with _plt().rc_context({"svg.fonttype": "path", "svg.hashsalt": "rl-report"}):  # hashsalt: stable element ids
+        fig.savefig(buf, format="svg")
     _plt().close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _img(uri: str, alt: str) -> str:
@@ -104,6 +108,16 @@ CURVE_BAND = "95% CI of the mean over seeds (Student t)"
 # The panels of "Over training": held-out accuracy and length at the start, every eval.every steps and the end,
 # and the policy entropy of every training step.
 ANSWER_CURVES = ("eval/accuracy", "eval/length/mean", "entropy/mean")
+# The y-axis of each curve: the quantity and its unit.
+Y_LABELS = {
+    "eval/accuracy": "accuracy (fraction correct)",
+    "train/accuracy": "accuracy (fraction correct)",
+    "eval/length/mean": "tokens per completion",
+    "length/mean": "tokens per completion",
+    "entropy/mean": "entropy (nats per token)",
+    "train/reward": "reward (weighted sum)",
+    "cost/mean": "$ per rollout",
+}
 CURVE_TITLES = {
     "eval/accuracy": "held-out accuracy (eval/accuracy)",
     "eval/length/mean": "held-out length, tokens (eval/length/mean)",
@@ -165,6 +179,7 @@ def curve_figure(comp: Comparison, metrics: list[str], titles: dict[str, str] | 
             if not by_step:
                 continue
             xs, mean, lo, hi = seed_band(by_step)
+            lo, hi = clip_to_range(m, lo, hi)
             marker = "o" if m.startswith("eval/") else None
             ax.plot(xs, mean, color=color, lw=1.6, marker=marker, ms=3.5, label=_mpl_text(g.title))
             ok = np.isfinite(lo) & np.isfinite(hi)
@@ -172,6 +187,7 @@ def curve_figure(comp: Comparison, metrics: list[str], titles: dict[str, str] | 
                 ax.fill_between(xs[ok], lo[ok], hi[ok], color=color, alpha=0.15, lw=0)
         ax.set_title((titles or {}).get(m, m), fontsize=10)
         ax.set_xlabel("training step")
+        ax.set_ylabel(Y_LABELS.get(m, m), fontsize=9)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
@@ -180,7 +196,7 @@ def curve_figure(comp: Comparison, metrics: list[str], titles: dict[str, str] | 
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
     rows_of_legend = math.ceil(len(handles) / 4) if handles else 0
     fig.tight_layout(rect=(0, min(0.45, 0.06 * rows_of_legend / nrows + 0.02 * bool(handles)), 1, 1))
-    return _png(fig), window
+    return _figure(fig), window
 
 
 def learning_curves(comp: Comparison) -> tuple[str | None, int]:
@@ -209,8 +225,11 @@ def pareto_plot(comp: Comparison, x_metric: str, y_metric: str) -> tuple[str, li
         pts.append((cx.mean, cy.mean))
         if not (math.isfinite(cx.mean) and math.isfinite(cy.mean)):
             continue
-        xerr = [[cx.mean - cx.low], [cx.high - cx.mean]] if math.isfinite(cx.low) else None
-        yerr = [[cy.mean - cy.low], [cy.high - cy.mean]] if math.isfinite(cy.low) else None
+        # intervals drawn within the values a metric can take (a t interval over 3 seeds can pass 1.0 or 0)
+        xlo, xhi = clip_to_range(x_metric, cx.low, cx.high)
+        ylo, yhi = clip_to_range(y_metric, cy.low, cy.high)
+        xerr = [[cx.mean - xlo], [xhi - cx.mean]] if math.isfinite(cx.low) else None
+        yerr = [[cy.mean - ylo], [yhi - cy.mean]] if math.isfinite(cy.low) else None
         ax.errorbar([cx.mean], [cy.mean], xerr=xerr, yerr=yerr, fmt="o", color=color, ms=7, capsize=3,
                     label=_mpl_text(g.title))
         ax.annotate(f"#{g.index + 1}", (cx.mean, cy.mean), textcoords="offset points", xytext=(6, 5), fontsize=9)
@@ -226,7 +245,7 @@ def pareto_plot(comp: Comparison, x_metric: str, y_metric: str) -> tuple[str, li
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    return _png(fig), front
+    return _figure(fig), front
 
 
 def entropy_points(run: Run, perf: str, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -250,14 +269,24 @@ def entropy_points(run: Run, perf: str, window: int) -> tuple[np.ndarray, np.nda
 # curve explains a fair share of the variation.
 MIN_FIT_POINTS = 10
 MIN_FIT_R2 = 0.2
+EVAL_FIT_POINTS = 5
 
 
 def metric_range(metric: str) -> tuple[float, float]:
-    """The range a metric's values can take: [0, 1] for accuracy-like metrics, unbounded otherwise."""
+    """The range a metric's values can take: [0, 1] for accuracy-like metrics, [0, inf) for entropy, length and
+    cost, unbounded otherwise."""
     n = metric.lower()
     if any(s in n for s in ("accuracy", "pass@", "maj@")):
         return 0.0, 1.0
+    if any(s in n for s in ("entropy", "length", "cost")):
+        return 0.0, math.inf
     return -math.inf, math.inf
+
+
+def clip_to_range(metric: str, low: Any, high: Any) -> tuple[Any, Any]:
+    """An interval's ends (floats or arrays) clipped to `metric_range(metric)`, for drawing; NaN stays NaN."""
+    lo_lim, hi_lim = metric_range(metric)
+    return np.clip(low, lo_lim, hi_lim), np.clip(high, lo_lim, hi_lim)
 
 
 def fit_omission(fit: dict[str, float], perf: str) -> str | None:
@@ -293,9 +322,10 @@ def entropy_law(comp: Comparison) -> tuple[str | None, list[tuple[str, dict[str,
     """
     from workbench.stats import fit_entropy_law
 
-    # performance: periodic held-out accuracy when every run logged it at >= 3 steps, else training accuracy
+    # performance: periodic held-out accuracy when every run logged it at >= EVAL_FIT_POINTS steps (a curve, not a
+    # few checkpoints), else training accuracy at every step
     perf = "train/accuracy"
-    if comp.runs and all(len(r.series("eval/accuracy")[0]) >= 3 for r in comp.runs):
+    if comp.runs and all(len(r.series("eval/accuracy")[0]) >= EVAL_FIT_POINTS for r in comp.runs):
         perf = "eval/accuracy"
     window = _window(comp)
     fits: list[tuple[str, dict[str, float]]] = []
@@ -351,7 +381,7 @@ def entropy_law(comp: Comparison) -> tuple[str | None, list[tuple[str, dict[str,
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    return _png(fig), fits, perf, omitted
+    return _figure(fig), fits, perf, omitted
 
 
 # ----------------------------------------------------------------------------------------------- html pieces
@@ -528,9 +558,9 @@ def render_report(comp: Comparison, samples_per_run: int = 12, command: str | No
             names = ", ".join(f"#{i + 1}" for i in front) or "none"
             pareto[xs] = (f"<div>{_img(uri, f'{acc} vs {xm}')}<p class='note'>{esc(acc)} vs {esc(xm)}: frontier "
                           f"(non-dominated group means) = {esc(names)}.</p></div>")
-    pareto_note = ('<p class="note">Points: group means with 95% intervals over seeds (Student t) on both axes; faint '
-                   "dots: single seeds; dashed line and rings: the Pareto frontier (no other group is both "
-                   "shorter/cheaper and more accurate).</p>")
+    pareto_note = ('<p class="note">Points: group means with 95% intervals over seeds (Student t; drawn within the '
+                   "metric's range) on both axes; faint dots: single seeds; dashed line and rings: the Pareto "
+                   "frontier (no other group is both shorter/cheaper and more accurate).</p>")
 
     parts.append("<h2>Accuracy vs length (Pareto)</h2>")
     if LENGTH_METRICS in pareto:
@@ -543,9 +573,10 @@ def render_report(comp: Comparison, samples_per_run: int = 12, command: str | No
     uri, window = curve_figure(comp, list(ANSWER_CURVES), CURVE_TITLES)
     curves_drawn = uri is not None
     if uri:
-        parts.append(f'<p class="note">Line: mean over seeds; band: {esc(CURVE_BAND)}, none with one seed. Held-out '
-                     "points: the evaluation before training (step 0), every eval.every steps, and the final one (the "
-                     f"table's value). Entropy: every training step, trailing mean over {window} step(s).</p>")
+        parts.append(f'<p class="note">Line: mean over seeds; band: {esc(CURVE_BAND)} (drawn within the metric\'s '
+                     "range), none with one seed. Held-out points: the evaluation before training (step 0), every "
+                     "eval.every steps, and the final one (the table's value). Entropy: every training step, "
+                     f"trailing mean over {window} step(s).</p>")
         parts.append(_img(uri, "held-out accuracy, held-out length and entropy over training"))
     else:
         parts.append("<p>No curves: the runs logged no held-out evaluations during training (eval.every) and no "
@@ -558,8 +589,8 @@ def render_report(comp: Comparison, samples_per_run: int = 12, command: str | No
             f'<p class="note">Points: entropy/mean and {esc(perf)} at the same training steps, all seeds; curves: the '
             "fit of R = −a·exp(H) + b (Cui et al. 2025, “The Entropy Mechanism of Reinforcement Learning for "
             "Reasoning Language Models”), drawn only where it is meaningful: at least "
-            f"{MIN_FIT_POINTS} points, a > 0, a predicted ceiling b − a (performance once entropy is exhausted, H = 0) "
-            f"inside the metric's range, and R² ≥ {MIN_FIT_R2:g}.</p>"
+            f"{MIN_FIT_POINTS} points, a > 0, a predicted ceiling b − a (performance once entropy is exhausted, "
+            f"H = 0) inside the metric's range, and R² ≥ {MIN_FIT_R2:g}.</p>"
         )
         parts.append(_img(uri, "entropy law fit"))
         if fits:

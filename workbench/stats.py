@@ -1,13 +1,15 @@
 """Statistics across seeds and runs for `rl compare` (numpy/scipy only, no torch).
 
 Sources: Student t interval and Welch's unequal-variance t-test (Welch 1947); bootstrap hypothesis test on a
-difference of means (Efron & Tibshirani 1993, "An Introduction to the Bootstrap", sec. 16.4); the entropy-
+difference of means (Efron & Tibshirani 1993, "An Introduction to the Bootstrap", sec. 16.4); the two-sample
+permutation test (Fisher 1935; Good 2005, "Permutation, Parametric and Bootstrap Tests of Hypotheses"); the entropy-
 performance law R = -a * exp(H) + b (Cui et al. 2025, "The Entropy Mechanism of Reinforcement Learning for
 Reasoning Language Models").
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -59,11 +61,14 @@ def bootstrap_diff_test(
 
     Both samples are shifted to the pooled mean (imposing H0), resampled independently with replacement, and
     p = (1 + #{|mean(a*) - mean(b*)| >= |mean(a) - mean(b)|}) / (n_boot + 1). Non-finite values are dropped;
-    NaN when either side has < 2 values.
+    NaN when either side has < 2 values. With fewer than BOOTSTRAP_MIN_N values on a side it returns the exact
+    `permutation_test` instead (a handful of seeds has too few distinct resamples for a bootstrap).
     """
     x, y = _finite(a), _finite(b)
     if x.size < 2 or y.size < 2:
         return _NAN
+    if min(x.size, y.size) < BOOTSTRAP_MIN_N:
+        return permutation_test(x, y)
     observed = abs(x.mean() - y.mean())
     pooled = np.concatenate([x, y]).mean()
     x0, y0 = x - x.mean() + pooled, y - y.mean() + pooled
@@ -73,6 +78,46 @@ def bootstrap_diff_test(
     # Small tolerance so exact ties (e.g. observed == 0) count as "at least as extreme".
     extreme = np.abs(xb - yb) >= observed - 1e-12 * max(1.0, observed)
     return float((1 + extreme.sum()) / (n_boot + 1))
+
+
+#: Below this many values on a side a bootstrap test is replaced by the exact permutation test: with 3 seeds a side
+#: has at most 3^3 = 27 distinct resamples (10 distinct means), so the bootstrap p-value is coarse and anti-conservative.
+BOOTSTRAP_MIN_N = 5
+#: The permutation test enumerates every split of the pooled values up to this many; beyond, random permutations.
+PERMUTATION_EXACT_LIMIT = 100_000
+
+
+def permutation_test(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, n_resamples: int = 10_000, seed: int = 0
+) -> float:
+    """Two-sided p-value of the two-sample permutation test on the difference of means (Fisher 1935).
+
+    Under H0 (both samples from one distribution) every split of the pooled values into groups of the observed sizes
+    is equally likely; p = #{splits with |mean difference| >= observed} / #splits. Exact (every split enumerated)
+    when C(n_a + n_b, n_a) <= PERMUTATION_EXACT_LIMIT, which covers any seed count a study runs (3 vs 3: 20
+    splits, so the smallest possible p is 0.1); else `n_resamples` random splits with p = (1 + hits) / (1 +
+    n_resamples). Non-finite values are dropped; NaN when either side has < 2 values.
+
+    >>> permutation_test([1, 2, 3], [4, 5, 6])
+    0.1
+    """
+    x, y = _finite(a), _finite(b)
+    if x.size < 2 or y.size < 2:
+        return _NAN
+    pooled = np.concatenate([x, y])
+    total, nx = pooled.sum(), x.size
+    observed = abs(x.mean() - y.mean())
+    tol = 1e-12 * max(1.0, observed)  # exact ties (e.g. the observed split itself) count as "at least as extreme"
+    if math.comb(pooled.size, nx) <= PERMUTATION_EXACT_LIMIT:
+        idx = np.array(list(itertools.combinations(range(pooled.size), nx)), dtype=np.int64)
+        sx = pooled[idx].sum(axis=1)
+        diff = np.abs(sx / nx - (total - sx) / y.size)
+        return float((diff >= observed - tol).mean())
+    rng = np.random.default_rng(seed)
+    perm = np.argsort(rng.random((n_resamples, pooled.size)), axis=1)[:, :nx]
+    sx = pooled[perm].sum(axis=1)
+    diff = np.abs(sx / nx - (total - sx) / y.size)
+    return float((1 + (diff >= observed - tol).sum()) / (1 + n_resamples))
 
 
 def fit_entropy_law(H: Sequence[float] | np.ndarray, R: Sequence[float] | np.ndarray) -> dict[str, float]:

@@ -38,14 +38,18 @@ def _to_dataset(examples: list[dict[str, Any]], use_chat_template: bool):
 
 
 def _wandb_env(cfg: TrainConfig, run: RunDir, run_id: str, resume: bool) -> None:
-    """W&B is configured through its environment variables, which transformers' WandbCallback reads."""
+    """W&B is configured through its environment variables, which transformers' WandbCallback reads; group, job type
+    and name follow `workbench.tracking` (the group: the config without the seed, as rl compare groups runs)."""
+    from workbench.tracking import JOB_TRAIN, read_config, run_group
+
     mode = os.environ.get("WANDB_MODE") or cfg.logger.mode  # a user's explicit WANDB_MODE wins
     os.environ["WANDB_MODE"] = mode
     os.environ["WANDB_DIR"] = str(run.path)
     os.environ["WANDB_PROJECT"] = cfg.logger.project
     if cfg.logger.entity:
         os.environ["WANDB_ENTITY"] = cfg.logger.entity
-    os.environ["WANDB_RUN_GROUP"] = cfg.logger.group or cfg.experiment_name
+    os.environ["WANDB_RUN_GROUP"] = run_group(read_config(run))  # logger.group, else <experiment>-<config hash>
+    os.environ["WANDB_JOB_TYPE"] = JOB_TRAIN
     os.environ["WANDB_TAGS"] = ",".join([cfg.experiment_name, cfg.algo.name, *cfg.logger.tags])
     os.environ["WANDB_RUN_ID"] = run_id
     os.environ["WANDB_RESUME"] = "allow" if resume else "never"
@@ -85,11 +89,12 @@ def _evaluate(cfg, model, tokenizer, task, eval_examples, args, seed: int, label
     """Held-out evaluation with rl eval's code (same scorer, metrics and names): {eval/accuracy, eval/pass@k, ...}.
 
     With a `label`, progress is shown (a bar in a terminal, throttled lines in a log)."""
+    from workbench.evaluation.metrics import N_BOOT
     from workbench.evaluation.runner import EvalConfig, evaluate_model
     from workbench.progress import Progress
 
     e = EvalConfig(n=cfg.eval.n, temperature=cfg.eval.temperature, max_new_tokens=args.max_completion_length,
-                   batch_size=cfg.eval.batch_size, seed=seed, n_boot=200)
+                   batch_size=cfg.eval.batch_size, seed=seed, n_boot=N_BOOT)  # rl eval's number of resamples
     examples = eval_examples[: cfg.eval.num_problems]
     bar = Progress(label or "eval", len(examples) * e.n, enabled=label is not None, transient=True)
     try:
@@ -309,7 +314,10 @@ def _run_training(cfg, run, run_id, resume, progress, signals, state, console, t
             from transformers.integrations import WandbCallback
 
             trainer.remove_callback(WandbCallback)
-            trainer.add_callback(make_wandb_callback())
+            from workbench.tracking import read_config, wandb_config
+
+            # the resolved config, overrides and run directory join W&B's config; tokens/s needs the rollouts per step
+            trainer.add_callback(make_wandb_callback(wandb_config(run, read_config(run)), metrics_cb.rollouts_per_step))
         if cfg.eval.every > 0:
             trainer.add_callback(PeriodicEvalCallback(
                 trainer, cfg.eval.every,

@@ -547,21 +547,29 @@ class RichProgressCallback(TrainerCallback):
             self.progress = None
 
 
-def make_wandb_callback():
-    """Transformers' WandbCallback, logging under the workbench's metric names instead of `train/<key>`."""
+def make_wandb_callback(config: dict[str, Any] | None = None, rollouts_per_step: int | None = None):
+    """Transformers' WandbCallback, logging under the workbench's metric names instead of `train/<key>`, with the
+    rows metrics.jsonl gets (`perf/tokens_per_s` needs `rollouts_per_step`) and, after the HF model config and the
+    TRL config transformers puts in W&B's config, `config` (the workbench's resolved config, flattened, with the
+    overrides and the run directory: `workbench.tracking.wandb_config`)."""
     from transformers.integrations import WandbCallback
 
     class WorkbenchWandbCallback(WandbCallback):
+        def setup(self, args, state, model, **kwargs):
+            super().setup(args, state, model, **kwargs)
+            if config and state.is_world_process_zero and self._wandb is not None and self._wandb.run is not None:
+                self._wandb.config.update(config, allow_val_change=True)
+
         def on_log(self, args, state, control, model=None, logs=None, **kwargs):
             if self._wandb is None:
                 return
             if not self._initialized:
                 self.setup(args, state, model)
             if state.is_world_process_zero and logs:
-                metrics = canonical_metrics(logs)
+                metrics = canonical_metrics({**logs, "_rollouts_per_step": rollouts_per_step})
                 self._wandb.log({**metrics, "train/global_step": state.global_step})
 
-    return WorkbenchWandbCallback
+    return WorkbenchWandbCallback()
 
 
 def build_trl_args(algo_name: str, options: dict[str, Any], fixed: dict[str, Any]):

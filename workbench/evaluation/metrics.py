@@ -2,7 +2,17 @@
 
 Per-sample inputs are rectangular: P problems x n samples per problem. Confidence intervals come from a
 percentile bootstrap that resamples *problems* (samples of one problem are correlated, so they are resampled
-together).
+together), except for proportions (accuracy, pass@k, maj@k, truncation rate), see `proportion_interval`:
+
+- n = 1 sample per problem: the P per-problem outcomes are independent 0/1 trials, so the interval is Wilson's
+  score interval with P trials (the percentile bootstrap is too narrow for small P and collapses to [0, 0] at a
+  rate of 0);
+- n > 1: the bootstrap over problems (it keeps the correlation of one problem's samples), unless every problem has
+  the same value (e.g. no sample correct, or none truncated), where the bootstrap degenerates to a single point:
+  then Wilson with P trials, i.e. each problem counted as one trial. That is the conservative end: the effective
+  number of independent trials lies between P (a problem's samples all agree) and P*n (they are independent).
+
+So a rate of 0 is never reported as [0.000, 0.000]; with 200 problems it reads [0.000, 0.019].
 
 Sources:
 - pass@k: Chen et al. 2021, "Evaluating Large Language Models Trained on Code" (Codex), unbiased estimator
@@ -10,6 +20,8 @@ Sources:
 - maj@k: Wang et al. 2022, "Self-Consistency Improves Chain of Thought Reasoning" (majority vote over answers).
 - cost-of-pass: Erol et al. 2025, "Cost-of-Pass: An Economic Framework for Evaluating Language Models"
   (expected cost of one attempt divided by its success probability).
+- Wilson score interval: Wilson 1927, "Probable Inference, the Law of Succession, and Statistical Inference";
+  Brown, Cai & DasGupta 2001 (why it, not the Wald interval, for binomial proportions near 0 or 1).
 """
 
 from __future__ import annotations
@@ -22,6 +34,9 @@ from typing import Any
 
 import numpy as np
 
+#: Bootstrap resamples for every confidence interval over problems: rl eval (conf/eval.yaml eval.n_boot, which a test
+#: keeps equal to this) and the evaluations inside rl train use the same number, so their intervals agree.
+N_BOOT = 1000
 #: maj@k with num_subsamples=None is computed exactly (all C(n, k) subsets) up to this many subsets.
 MAJ_EXACT_LIMIT = 10_000
 #: Random subsets used for maj@k when num_subsamples=None and C(n, k) > MAJ_EXACT_LIMIT.
@@ -211,7 +226,7 @@ def _percentile_interval(values: np.ndarray, alpha: float) -> tuple[float, float
 def bootstrap_ci(
     per_problem_values: Sequence[float] | np.ndarray,
     statistic: Callable[..., Any] = np.mean,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
     alpha: float = 0.05,
     seed: int = 0,
 ) -> tuple[float, float]:
@@ -232,6 +247,39 @@ def bootstrap_ci(
     except TypeError:
         stats = np.array([float(statistic(row)) for row in resampled])
     return _percentile_interval(stats, alpha)
+
+
+def wilson_interval(p_hat: float, trials: float, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson's score interval for a proportion p_hat observed over `trials` independent trials (Wilson 1927).
+
+    center = (p + z^2/2t) / (1 + z^2/t), half-width = z sqrt(p(1-p)/t + z^2/4t^2) / (1 + z^2/t), z the normal
+    1 - alpha/2 quantile. Unlike the Wald or percentile-bootstrap interval it is never [0, 0] at p = 0.
+
+    >>> [round(x, 4) for x in wilson_interval(0.0, 200)]
+    [0.0, 0.0188]
+    """
+    from statistics import NormalDist
+
+    if trials <= 0 or not np.isfinite(p_hat):
+        return float("nan"), float("nan")
+    p = min(1.0, max(0.0, float(p_hat)))
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    z2t = z * z / trials
+    center = (p + z2t / 2) / (1 + z2t)
+    half = z * math.sqrt(p * (1 - p) / trials + z2t / (4 * trials)) / (1 + z2t)
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def proportion_interval(per_problem: np.ndarray, n: int, idx: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
+    """Interval of the mean of per-problem proportions in [0, 1] (the rule in the module docstring): Wilson over the
+    P problems when n = 1 or when the bootstrap (problems resampled by `idx`) has collapsed to one point, else the
+    percentile bootstrap. No resamples (n_boot = 0) means no interval."""
+    P = per_problem.size
+    if P == 0 or idx.shape[0] == 0:
+        return float("nan"), float("nan")
+    if n == 1 or np.all(per_problem == per_problem[0]):
+        return wilson_interval(float(per_problem.mean()), P, alpha)
+    return _percentile_interval(per_problem[idx].mean(axis=1), alpha)
 
 
 def _ratio_ci(
@@ -271,7 +319,7 @@ def summarize_problems(
     entropy_answer: Any = None,
     ks: Sequence[int] | None = None,
     maj_ks: Sequence[int] | None = None,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
     alpha: float = 0.05,
     seed: int = 0,
     maj_subsamples: int | None = None,
@@ -285,7 +333,9 @@ def summarize_problems(
       eval/entropy/{mean,think,answer} (per-sample mean token entropies; NaN entries ignored),
       eval/cost/mean (per attempt), eval/cost_of_pass (total cost / total correct; inf if none correct).
     Every metric except length median/p90 also gets "<key>/ci_low" and "<key>/ci_high": a percentile
-    bootstrap over problems (all statistics of one resample share the same problem indices). Per-problem
+    bootstrap over problems (all statistics of one resample share the same problem indices), or for the
+    proportions (accuracy, pass@k, maj@k, truncation rate) `proportion_interval` (Wilson where n = 1 or where
+    the bootstrap collapses to a point). Per-problem
     values are pass_at_k(n, c_p, k), maj_at_k(answers_p, correct_p, k) and the problem's accuracy; pooled
     statistics (length, entropy, cost) are recomputed as ratios of per-problem sums. Values that are
     undefined (e.g. no correct samples for length/correct_mean) are None; eval/cost_of_pass (and its CI
@@ -305,10 +355,11 @@ def summarize_problems(
             out[key + "/ci_low"], out[key + "/ci_high"] = _nan_to_none(ci[0]), _nan_to_none(ci[1])
 
     def per_problem(key: str, values: np.ndarray) -> None:
+        """A proportion: the mean over problems of a per-problem value in [0, 1]."""
         if P == 0:
             put(key, None, (float("nan"), float("nan")))
             return
-        put(key, float(values.mean()), _percentile_interval(values[idx].mean(axis=1), alpha))
+        put(key, float(values.mean()), proportion_interval(values, n, idx, alpha))
 
     def pooled_ratio(key: str, num: np.ndarray, den: np.ndarray) -> None:
         """sum(num)/sum(den) over problems, with num/den per-problem sums."""
@@ -344,7 +395,8 @@ def summarize_problems(
         pooled_ratio("eval/length/incorrect_mean", (lens * ~corr).sum(axis=1), (n - c_per_problem).astype(float))
     if truncated is not None:
         trunc = _matrix("truncated", truncated, shape, dtype=bool)
-        pooled_ratio("eval/truncation_rate", trunc.sum(axis=1).astype(float), np.full(P, float(n)))
+        # every problem has n samples, so the pooled rate is the mean of the per-problem rates: a proportion
+        per_problem("eval/truncation_rate", trunc.mean(axis=1) if n > 0 else np.zeros(P))
 
     for key, ent in (("mean", entropy), ("think", entropy_think), ("answer", entropy_answer)):
         if ent is not None:

@@ -71,7 +71,7 @@ class EvalConfig:
     batch_size: int = 128
     num_problems: int | None = None
     backend: str = "hf"
-    n_boot: int = 1000
+    n_boot: int = 1000  # = workbench.evaluation.metrics.N_BOOT (not imported here: that module needs numpy)
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = automatic (a speed knob, not part of the result's identity)
 
@@ -483,11 +483,11 @@ def reprice(rows: list[dict[str, Any]], price: PriceConfig) -> None:
 
 
 def compute_metrics(rows: list[dict[str, Any]], num_problems: int, n: int, ks: list[int], maj_ks: list[int],
-                    n_boot: int = 1000, seed: int = 0) -> dict[str, float | None]:
+                    n_boot: int | None = None, seed: int = 0) -> dict[str, float | None]:
     """The eval/... metrics (with /ci_low, /ci_high) of samples.jsonl rows via metrics.summarize_problems."""
     import numpy as np
 
-    from workbench.evaluation.metrics import summarize_problems
+    from workbench.evaluation.metrics import N_BOOT, summarize_problems
 
     P = num_problems
     grid: list[list[dict[str, Any] | None]] = [[None] * n for _ in range(P)]
@@ -511,7 +511,7 @@ def compute_metrics(rows: list[dict[str, Any]], num_problems: int, n: int, ks: l
         entropy_answer=mat("entropy_answer"),
         ks=ks,
         maj_ks=maj_ks,
-        n_boot=n_boot,
+        n_boot=N_BOOT if n_boot is None else n_boot,
         seed=seed,
     )
 

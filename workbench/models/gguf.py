@@ -87,6 +87,9 @@ def convert_gguf(spec: str, cache_root: Path, progress: bool = False) -> tuple[P
 
 
 def _convert(path: Path, dest: Path) -> None:
+    if importlib.util.find_spec("gguf") is None:  # transformers' own error is a paragraph; one line says what to do
+        raise ConfigError(f"model.gguf_file={str(path)!r}: reading a GGUF file needs the gguf package: "
+                          "pip install 'rl-workbench[real]' (or pip install gguf)")
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging

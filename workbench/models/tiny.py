@@ -181,19 +181,21 @@ def build_model(tiny: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> Qw
 
 def warm_start_trace(task: Task, example: dict[str, Any], rng: random.Random, verbose: bool,
                      style: str = "steps") -> str | None:
-    """One warm-start trace: the task's concise or verbose trace (`style="steps"`, today's behaviour), or with
-    `style="padded"` for a verbose one, the concise trace restated to the step-by-step trace's length
-    (`padded_trace`), so the long style carries no extra information and a model can be short and right.
+    """One warm-start trace.
 
-    `steps` makes exactly the task calls it always made (same RNG use), so default caches and data are unchanged.
+    `steps` (default, today's behaviour): the task's concise or step-by-step trace (`warm_start_completion`),
+    exactly the calls it always made, so default caches and data are unchanged. `padded`: the short style is the
+    task's working trace (`warm_start_working`, e.g. `<think>63-40=23. 23-5=18</think>18`; the concise trace when
+    the task has none) and the long style restates it (`padded_trace`, 3 copies), so both are equally informative
+    and a model can be short and right. The working matters: with the concise direct answer as the short style
+    the 1M model reached only 22% greedy held-out accuracy after the 700-step warm start (65-80% with steps).
     """
-    if not verbose or style == "steps":
+    if style == "steps":
         return task.warm_start_completion(example, rng, verbose)
-    concise = task.warm_start_completion(example, rng, False)
-    steps = task.warm_start_completion(example, rng, True)
-    if concise is None or steps is None:
-        return None
-    return padded_trace(concise, len(steps))
+    short = task.warm_start_working(example, rng) or task.warm_start_completion(example, rng, False)
+    if short is None or not verbose:
+        return short
+    return padded_trace(short)
 
 
 @dataclasses.dataclass

@@ -80,18 +80,19 @@ def run_job(cfg) -> Any:
     try:
         tcfg = job_config(cfg)
         name = f"{tcfg.name}-job{job}" if tcfg.name != "run" else f"job{job}"
-        # the job's run directory lives in the sweep directory; W&B groups the sweep's runs
+        # the job's run directory lives in the sweep directory. W&B groups runs by their config without the seed
+        # (workbench.compare.config_group_id, as rl compare does), so a sweep's seeds of one setting share a group
+        # and its settings do not; the sweep itself is a W&B tag.
         tcfg.runs_dir = str(sweep_dir / "runs")
         tcfg.name = name
-        if tcfg.logger.group is None:
-            tcfg.logger.group = definition["id"]
+        tcfg.logger.tags = [*tcfg.logger.tags, f"sweep:{definition['id']}"[:64]]  # W&B caps a tag at 64 chars
         record["max_steps"] = tcfg.algo.trl.get("max_steps")
         record["name"] = name
         record["experiment"] = tcfg.experiment_name
         write_record(sweep_dir, record)
         run_base = Path(tcfg.runs_dir) / sanitize_name(tcfg.experiment_name)
         before = {p.name for p in run_base.iterdir()} if run_base.is_dir() else set()
-        extra = [f"runs_dir={tcfg.runs_dir}", f"name={name}", f"logger.group={tcfg.logger.group}"]
+        extra = [f"runs_dir={tcfg.runs_dir}", f"name={name}"]
         import workbench.train as train_mod  # looked up at call time (tests replace train)
 
         _share_cores(hc)

@@ -16,6 +16,13 @@ from workbench.sweep.objectives import check_objective, objective_metrics
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's own `_target_` for it
 OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+# Hydra settings rl sweep sets itself (workbench.sweep.launch): a user's value would be overwritten, so it is refused.
+RL_HYDRA_KEYS = ("hydra.mode", "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.run.dir", "hydra.job.chdir",
+                 "hydra.job.name")
+# What a job gets from each launcher, in the order --dry-run prints it (keys of the launcher's config; None = unset).
+RESOURCE_KEYS = ("partition", "account", "qos", "nodes", "tasks_per_node", "gpus_per_node", "gpus_per_task", "gres",
+                 "cpus_per_task", "cpus_per_gpu", "mem_gb", "mem_per_gpu", "mem_per_cpu", "constraint", "timeout_min",
+                 "array_parallelism", "n_jobs")
 
 
 # ----------------------------------------------------------------------------------------------- overrides
@@ -35,6 +42,35 @@ def is_hydra(override: str) -> bool:
     """A Hydra setting (hydra/launcher=..., hydra.sweeper....), not a training key."""
     k = bare_key(override_key(override))
     return k == "hydra" or k.startswith(("hydra.", "hydra/"))
+
+
+def check_hydra_overrides(hydra_overrides: list[str]) -> None:
+    """Refuse the Hydra settings rl sweep owns (RL_HYDRA_KEYS) instead of silently overwriting them."""
+    for o in hydra_overrides:
+        key = bare_key(override_key(o))
+        if key in RL_HYDRA_KEYS:
+            raise ConfigError(f"{o}: rl sweep sets {key} itself (a sweep lives in <runs_dir>/sweeps/<timestamp>_<name>/, "
+                              f"each job's run directory in its runs/); choose the folder with runs_dir=DIR and --name NAME")
+
+
+def launcher_resources(launcher: dict[str, Any]) -> dict[str, Any]:
+    """The resources a job gets from the composed `hydra.launcher` config: the RESOURCE_KEYS that are set."""
+    return {k: launcher[k] for k in RESOURCE_KEYS if launcher.get(k) is not None}
+
+
+def launcher_warnings(launcher: dict[str, Any]) -> list[str]:
+    """Launcher settings that are almost surely a mistake: a GPU partition (its name contains "gpu") whose jobs ask
+    for no GPU (SLURM would run them on a GPU node without one; submitit_slurm asks for none by default)."""
+    partition = str(launcher.get("partition") or "")
+    if "gpu" not in partition.lower():
+        return []
+    extra = launcher.get("additional_parameters") or {}
+    asks = [launcher.get("gpus_per_node"), launcher.get("gpus_per_task"), extra.get("gpus"),
+            extra.get("gpus_per_node")]
+    if any(a not in (None, 0, "0") for a in asks) or "gpu" in str(launcher.get("gres") or "").lower():
+        return []
+    return [f"partition {partition!r} looks like a GPU partition but each job asks for no GPU: set "
+            f"hydra.launcher.gpus_per_node=1 (or use hydra/launcher=slurm_gpu, which does)"]
 
 
 def normalize_overrides(overrides: list[str]) -> list[str]:
@@ -72,6 +108,8 @@ class SweepPlan:
     runs_dir: str
     launcher: str
     objective: Any = None
+    resources: dict[str, Any] = field(default_factory=dict)  # what each job asks its launcher for
+    warnings: list[str] = field(default_factory=list)  # launcher settings that are probably a mistake
     jobs: list[Job] = field(default_factory=list)  # grid
     n_trials: int | None = None  # optuna
     directions: list[str] = field(default_factory=list)  # optuna
@@ -102,6 +140,7 @@ def plan_sweep(overrides: list[str], name: str | None = None, objective: Any = N
 
     overrides = normalize_overrides(list(overrides))
     hydra_ovs = [o for o in overrides if is_hydra(o)]
+    check_hydra_overrides(hydra_ovs)
     parser = OverridesParser.create()
     try:
         given = [o for o in overrides if not is_hydra(o)]
@@ -150,9 +189,11 @@ def _plan(parser, cfg, overrides, task_ovs, hydra_ovs, base, name, objective) ->
     params = {str(k): str(v) for k, v in (sweeper.get("params") or {}).items()}
     sweep_name = sanitize_name(name or preset or (base_cfg.experiment_name if base_cfg.experiment_name != "default"
                                                   else "sweep"))
+    launcher_cfg = OmegaConf.to_container(hcfg.launcher, resolve=False)
+    assert isinstance(launcher_cfg, dict)
     common = dict(name=sweep_name, overrides=overrides, task_overrides=task_ovs, hydra_overrides=hydra_ovs,
                   base_overrides=base, runs_dir=base_cfg.runs_dir, launcher=str(launcher), objective=objective,
-                  preset=preset)
+                  preset=preset, resources=launcher_resources(launcher_cfg), warnings=launcher_warnings(launcher_cfg))
     if target == BASIC_SWEEPER:
         plan = _plan_grid(parser, params, task_ovs, common)
         _validate_grid_jobs(plan)

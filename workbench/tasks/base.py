@@ -36,23 +36,27 @@ def split_think(completion: str) -> tuple[str, str, bool]:
     return head, tail, True
 
 
-def padded_trace(concise: str, target_length: int) -> str:
-    """A long trace that carries no more information than `concise`: its think part restated, ". "-separated, as
-    many times as brings the whole trace closest to `target_length` characters (at least twice).
+PADDED_COPIES = 3
 
-    The tiny model's `verbose_style=padded` warm start uses it with the length of the task's step-by-step trace,
-    so the long style is as long as the step-by-step one but cannot be more accurate: a model can be short and
-    right (DESIGN.md: with padding-only long traces a length reward cut length 60% at -0.2 points).
 
-    >>> padded_trace("<think>63-45=18</think>18", 61)  # 61: len(chain_trace("63 - 45", verbose=True))
-    '<think>63-45=18. 63-45=18. 63-45=18. 63-45=18. 63-45=18</think>18'
+def padded_trace(short: str, copies: int = PADDED_COPIES) -> str:
+    """A long trace that carries no more information than `short`: its think part stated `copies` times,
+    ". "-separated, with the same answer.
+
+    The tiny model's `verbose_style=padded` warm start (workbench.models.tiny.warm_start_trace) pairs a short trace
+    that shows the working (`Task.warm_start_working`) with this restatement of it, so the long style cannot be
+    more accurate than the short one: a model can be short and right (DESIGN.md: with padding-only long traces a
+    length reward cut length 60% at -0.2 points).
+
+    >>> padded_trace("<think>63-40=23. 23-5=18</think>18")
+    '<think>63-40=23. 23-5=18. 63-40=23. 23-5=18. 63-40=23. 23-5=18</think>18'
     """
-    head, answer, closed = split_think(concise)
+    head, answer, closed = split_think(short)
     if not closed:
-        raise ValueError(f"padded_trace needs a '<think>...</think>answer' trace, got {concise!r}")
+        raise ValueError(f"padded_trace needs a '<think>...</think>answer' trace, got {short!r}")
+    if copies < 2:
+        raise ValueError(f"copies must be >= 2, got {copies}")
     think = head[len(THINK_OPEN):] if head.startswith(THINK_OPEN) else head
-    step = len(think) + 2  # one more ". " + restatement
-    copies = max(2, 1 + round((target_length - len(concise)) / max(1, step)))
     return f"{THINK_OPEN}{'. '.join([think] * copies)}{THINK_CLOSE}{answer}"
 
 
@@ -83,5 +87,14 @@ class Task(ABC):
 
         `verbose` asks for a step-by-step trace rather than a concise one. Tasks that cannot produce traces
         return None, and the tiny model cannot warm-start on them.
+        """
+        return None
+
+    def warm_start_working(self, example: dict[str, Any], rng: random.Random) -> str | None:
+        """The shortest correct trace that still shows the working a small model needs (for a+-b: the tens-then-ones
+        steps, without restating the problem or checking), or None (then the concise trace stands in).
+
+        Used by the tiny model's `verbose_style=padded` warm start as its short style, restated by `padded_trace`
+        for the long one, so that both styles are equally informative.
         """
         return None

@@ -146,6 +146,9 @@ class ChainSumTask(GymTask):
     def warm_start_completion(self, example: dict[str, Any], rng: random.Random, verbose: bool) -> str | None:
         return chain_trace(example["expression"], verbose)
 
+    def warm_start_working(self, example: dict[str, Any], rng: random.Random) -> str | None:
+        return chain_working(example["expression"])
+
 
 class ArithmeticTask(ChainSumTask):
     """Two-term a+b / a-b with two-digit operands (chain_sum restricted): compact prompt "63-45=".
@@ -155,6 +158,22 @@ class ArithmeticTask(ChainSumTask):
 
     name = "arithmetic"
     defaults = {"min_terms": 2, "max_terms": 2, "min_digits": 2, "max_digits": 2}
+
+
+def chain_working(expression: str) -> str:
+    """The shortest trace that shows the working: chain_trace's tens-then-ones steps without restating the problem
+    and without the check, e.g. `<think>63-40=23. 23-5=18</think>18` (a one-step sum is the concise trace).
+
+    >>> chain_working("12 + 34 - 5")
+    '<think>12+30=42. 42+4=46. 46-5=41</think>41'
+    """
+    verbose = chain_trace(expression, True)
+    head, _, answer = verbose.partition(THINK_CLOSE)
+    steps = head[len(THINK_OPEN):].split(" ")[1:]  # drop the restated problem "63-45."
+    steps = [s for s in steps if s.endswith(".")]  # the "a+b=c." steps; "check: ... ok" is the rest
+    if not steps:
+        return chain_trace(expression, False)
+    return f"{THINK_OPEN}{' '.join(steps).removesuffix('.')}{THINK_CLOSE}{answer}"
 
 
 def chain_trace(expression: str, verbose: bool) -> str:
