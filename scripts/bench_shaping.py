@@ -68,7 +68,9 @@ def run_one(key: str, steps: int, runs_dir: str, model: str = "tiny", threads: i
 
         from workbench.trainers import canonical_metrics
 
-        task, train_examples, _, _, _, _, args, model, tokenizer, _ = prepare(cfg, progress=False)
+        prepared = prepare(cfg, progress=False)
+        task, train_examples, args = prepared.checked.task, prepared.checked.train_examples, prepared.checked.args
+        model, tokenizer = prepared.model, prepared.tokenizer
         args.output_dir = os.path.join(runs_dir, "plain")
         args.report_to = []
 

@@ -15,6 +15,10 @@ else:
   answer entropy from its per-token entropies.
 * `token_cost`: $ for prompt + completion tokens at per-million prices (tensors or plain numbers).
 * `tool_call_count`: tool-call tags in a completion.
+* `DERIVED_SIGNALS`: the table of signals computed from a gathered batch's text and ids, by the name shaping terms
+  list in `needs` (`phase`, `answers`, `tool_calls`). `fill_signals` fills exactly those an active term needs.
+  Adding a signal = a `Rollouts` field + one function in this table; the trainer and the registry's check of
+  `needs` (`SIGNALS`) both read the table.
 
 Without `</think>`, every token counts as thinking and the answer phase is empty (the same rule for training's
 `entropy/think` and eval's `eval/entropy/think`).
@@ -136,3 +140,43 @@ def token_cost(prompt_tokens: Any, completion_tokens: Any, price_prompt: float, 
 def tool_call_count(text: str) -> int:
     """Number of tool-call tags (`<tool_call>`) in a completion's text."""
     return text.count(TOOL_CALL_OPEN)
+
+
+# ----------------------------------------------------------------------------------------------- the signal table
+
+
+def _fill_phase(rollouts: Any, ctx: Any) -> None:
+    ids = rollouts.completion_ids
+    T = rollouts.mask.size(1) if rollouts.mask is not None else max(1, max((len(c) for c in ids), default=1))
+    rollouts.think_mask, rollouts.answer_mask, rollouts.has_think_close = phase_masks(
+        [ctx.splitter.boundary(c) for c in ids], [len(c) for c in ids], T)
+
+
+def _fill_answers(rollouts: Any, ctx: Any) -> None:
+    rollouts.answers = [ctx.task.extract_answer(c) for c in rollouts.completions]
+
+
+def _fill_tool_calls(rollouts: Any, ctx: Any) -> None:
+    import torch
+
+    rollouts.tool_calls = torch.tensor([tool_call_count(c) for c in rollouts.completions], dtype=torch.float32)
+
+
+#: Signals derived from the gathered batch, by name -> function(rollouts, ctx) that fills its `Rollouts` field(s).
+#: `ctx` carries `splitter` (a ThinkSplitter for the run's tokenizer) and `task`.
+DERIVED_SIGNALS: dict[str, Callable[[Any, Any], None]] = {
+    "phase": _fill_phase,  # think_mask, answer_mask, has_think_close
+    "answers": _fill_answers,  # answers: the task's extracted final answers
+    "tool_calls": _fill_tool_calls,  # tool_calls: tool-call tags per completion
+}
+#: Signals every batch has: `correct` and `lengths` (the metrics need them), `cost` (token $, also a metric) and
+#: `entropy` (per-token entropies of the sampled completions, read off the generation passes when a term needs them).
+BASE_SIGNALS = frozenset({"correct", "lengths", "cost", "entropy"})
+SIGNALS = BASE_SIGNALS | frozenset(DERIVED_SIGNALS)
+
+
+def fill_signals(rollouts: Any, needs: set[str] | frozenset[str], ctx: Any) -> None:
+    """Fill the derived signals in `needs` (others cost nothing)."""
+    for name, fill in DERIVED_SIGNALS.items():
+        if name in needs:
+            fill(rollouts, ctx)

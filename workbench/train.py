@@ -11,6 +11,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -72,7 +73,17 @@ def _finish_wandb(exit_code: int = 0) -> None:
         pass
 
 
-def prepare(cfg: TrainConfig, progress: bool = True, checked=None):
+@dataclass
+class Prepared:
+    """What `prepare` built: the checked inputs (task, examples, terms, TRL args) and the model."""
+
+    checked: Any  # workbench.checks.Checked
+    model: Any
+    tokenizer: Any
+    info: dict[str, Any]
+
+
+def prepare(cfg: TrainConfig, progress: bool = True, checked=None) -> Prepared:
     """Everything that can fail on user input (`workbench.checks.check_train`, the very checks `--dry-run` runs),
     then the model; all before any run directory exists. `checked`: the result of an earlier check_train."""
     quiet_imports()
@@ -81,8 +92,7 @@ def prepare(cfg: TrainConfig, progress: bool = True, checked=None):
 
     c = checked if checked is not None else check_train(cfg)
     model, tokenizer, info = load_model_and_tokenizer(cfg.model, c.task, progress=progress)
-    return (c.task, c.train_examples, c.eval_examples, c.reward_terms, c.advantage_terms, c.regularizers, c.args,
-            model, tokenizer, info)
+    return Prepared(c, model, tokenizer, info)
 
 
 def _evaluate(cfg, model, tokenizer, task, eval_examples, args, seed: int, label: str | None = None) -> dict[str, float]:
@@ -168,8 +178,8 @@ def _train(cfg: TrainConfig, overrides: list[str], argv: list[str] | None, resum
         lock = run.acquire(command=" ".join(argv))  # a live process holding it: RunInUse (a ConfigError)
     try:
         with state.main_process_first():  # rank 0 builds (and caches) the tiny model; the others then load it
-            (task, train_examples, eval_examples, reward_terms, advantage_terms, regularizers, args, model, tokenizer,
-             info) = prepare(cfg, progress=progress and main, checked=checked)
+            prepared = prepare(cfg, progress=progress and main, checked=checked)
+        model, tokenizer, info = prepared.model, prepared.tokenizer, prepared.info
         if progress and main:  # after the checks, so a bad input still gets exactly one line
             console.print(f"[dim]torch CPU threads: {threads} ({threads_why})[/dim]")
         if torch.cuda.is_available():  # TRL moves it later; the start evaluation must not run on the CPU
@@ -215,8 +225,8 @@ def _train(cfg: TrainConfig, overrides: list[str], argv: list[str] | None, resum
         if state.num_processes > 1:
             broadcast_object_list(shared)
         run, run_id = RunDir(Path(shared[0])), shared[1]
-        return _run_training(cfg, run, run_id, resume, progress, signals, state, console, task, train_examples,
-                             eval_examples, reward_terms, advantage_terms, regularizers, args, model, tokenizer)
+        return _run_training(cfg, run, run_id, resume, progress, signals, state, console, prepared.checked, model,
+                             tokenizer)
     finally:
         if lock is not None:
             lock.release()
@@ -253,10 +263,13 @@ def _end_segment(run: RunDir, outcome: str, step: int | None, t0: float) -> floa
     return sum(float(s.get("seconds") or 0.0) for s in segments)
 
 
-def _run_training(cfg, run, run_id, resume, progress, signals, state, console, task, train_examples, eval_examples,
-                  reward_terms, advantage_terms, regularizers, args, model, tokenizer) -> RunDir:
+def _run_training(cfg, run, run_id, resume, progress, signals, state, console, checked, model, tokenizer) -> RunDir:
     """Train in an existing run directory, then save, evaluate and mark it; on any exit the run says why."""
     from workbench.lifecycle import RunInterrupted, graceful_stop_callback
+
+    task, train_examples, eval_examples = checked.task, checked.train_examples, checked.eval_examples
+    reward_terms, advantage_terms, regularizers = checked.reward_terms, checked.advantage_terms, checked.regularizers
+    args = checked.args
 
     main = state.is_main_process
     checkpoint = run.last_checkpoint() if resume is not None else None

@@ -37,7 +37,7 @@ from workbench.config import ConfigError, PriceConfig
 from workbench.runs import RunDir, append_jsonl
 from workbench.prompts import prompt_text
 from workbench.shaping.base import AdvantageTransform, Regularizer, RewardTerm, Rollouts
-from workbench.signals import ThinkSplitter, completion_text, phase_masks, token_cost, tool_call_count
+from workbench.signals import ThinkSplitter, completion_text, fill_signals, phase_masks, token_cost
 from workbench.tasks.base import Task, is_correct
 
 
@@ -217,14 +217,7 @@ class ShapingMixin:
             rollouts.entropies = torch.zeros(len(all_ids), T)
             w = min(T, ent.size(1))
             rollouts.entropies[:, :w] = ent[:, :w] * mask[:, :w]
-        if self.needs & {"phase", "entropy"}:
-            rollouts.think_mask, rollouts.answer_mask, rollouts.has_think_close = phase_masks(
-                [self.splitter.boundary(c) for c in all_ids], [len(c) for c in all_ids], T
-            )
-        if "answers" in self.needs:
-            rollouts.answers = [self.task.extract_answer(c) for c in all_completions]
-        if "tool_calls" in self.needs:
-            rollouts.tool_calls = torch.tensor([tool_call_count(c) for c in all_completions], dtype=torch.float32)
+        fill_signals(rollouts, self.needs, self)  # phase, answers, tool_calls: workbench.signals.DERIVED_SIGNALS
 
         outputs: dict[str, torch.Tensor] = {}
         # The one source of each term's weight at run time: TRL's reward_weights (set from the terms' `weight`).

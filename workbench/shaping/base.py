@@ -10,8 +10,9 @@ Three kinds of term (DESIGN.md), one registry keyed by (kind, name):
   (``loss``). Each hook is optional.
 
 Terms declare the signals they need in ``needs``; the trainer computes a signal only when an active term needs it.
-Signals: ``correct``, ``lengths``, ``entropy`` (per-token entropies of the sampled completions at reward time),
-``phase`` (think/answer token masks), ``cost``, ``tool_calls``, ``answers``. ``correct`` and ``lengths`` are
+Signals (``workbench.signals.SIGNALS``): ``correct``, ``lengths``, ``entropy`` (per-token entropies of the sampled
+completions at reward time), ``cost``, and the derived ones in ``workbench.signals.DERIVED_SIGNALS``: ``phase``
+(think/answer token masks), ``tool_calls``, ``answers``. ``correct`` and ``lengths`` are
 always present because every run logs them.
 
 Rollouts are always the whole (gathered) generation batch: rollouts ``g*G .. (g+1)*G - 1`` share a prompt, so a
@@ -27,9 +28,9 @@ from typing import Any, ClassVar
 import torch
 
 from workbench.config import ConfigError
+from workbench.signals import SIGNALS  # the signal table lives with the signal definitions (workbench.signals)
 
 KINDS = ("reward", "advantage", "regularizer")
-SIGNALS = frozenset({"correct", "lengths", "entropy", "phase", "cost", "tool_calls", "answers"})
 
 
 @dataclass
