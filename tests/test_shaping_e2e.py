@@ -57,6 +57,8 @@ def test_shaping_family_trains_and_logs(case, tiny_overrides, monkeypatch):
     for reg in cfg.regularizer:
         if reg in ("kl_cov", "siren"):
             assert f"shaping/{reg}/loss" in rows[-1], reg
+        if reg == "clip_cov":  # a token-hook-only regularizer: its counters are logged too
+            assert all(f"shaping/clip_cov/{k}" in rows[-1] for k in ("candidates", "clipped_tokens")), rows[-1]
     assert recorded and all(r == needs_entropy for r in recorded), (case, recorded)
     assert not extra_passes  # generation with transformers: entropies come from its own forward passes
     samples = read_jsonl(run.samples_file)

@@ -336,6 +336,13 @@ class ShapingMixin:
                 self._metrics[mode][f"shaping/{reg.name}/loss"].append(float(extra.detach()))
                 for k, v in reg.metrics().items():
                     self._metrics[mode][f"shaping/{reg.name}/{k}"].append(float(v))
+        if cap:  # token-hook-only regularizers (Clip-Cov) report their counters too
+            mode = "train" if self.model.training else "eval"
+            for reg in self.token_regs:
+                if reg in self.loss_regs:
+                    continue
+                for k, v in reg.metrics().items():
+                    self._metrics[mode][f"shaping/{reg.name}/{k}"].append(float(v))
         self._loss_capture = {}
         return loss
 
