@@ -13,18 +13,10 @@ import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
+from cli_asserts import one_line_error
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
-
-
-def _one_line_error(res, *fragments):
-    assert res.exit_code == 2, res.output
-    lines = [x for x in res.output.strip().splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-    return lines[0]
 
 
 # ----------------------------------------------------------------------------------------------- Hydra
@@ -38,7 +30,7 @@ def test_deleting_the_logger_means_no_logger(tmp_path):
 
 @pytest.mark.parametrize("group", ["model", "task", "algo"])
 def test_deleting_a_group_every_run_needs_is_refused(tmp_path, group):
-    _one_line_error(runner.invoke(app, ["train", f"~{group}", f"runs_dir={tmp_path}", "--dry-run"]),
+    one_line_error(runner.invoke(app, ["train", f"~{group}", f"runs_dir={tmp_path}", "--dry-run"]),
                     f"~{group}", f"{group}=OPTION")
 
 
@@ -48,30 +40,30 @@ def test_deleting_a_group_every_run_needs_is_refused(tmp_path, group):
     ("hydra.job.chdir=true", ["hydra.job.chdir", "takes no hydra settings"]),
 ])
 def test_rl_train_refuses_hydra_settings_it_would_ignore(tmp_path, override, fragments):
-    _one_line_error(runner.invoke(app, ["train", override, f"runs_dir={tmp_path}", "--dry-run"]), *fragments)
-    _one_line_error(runner.invoke(app, ["eval", "model=tiny", override, "--dry-run"]), override.split("=")[0])
+    one_line_error(runner.invoke(app, ["train", override, f"runs_dir={tmp_path}", "--dry-run"]), *fragments)
+    one_line_error(runner.invoke(app, ["eval", "model=tiny", override, "--dry-run"]), override.split("=")[0])
 
 
 def test_a_sweep_value_in_rl_train_points_to_rl_sweep(tmp_path):
-    line = _one_line_error(runner.invoke(app, ["train", "seed=1,2", f"runs_dir={tmp_path}"]),
+    line = one_line_error(runner.invoke(app, ["train", "seed=1,2", f"runs_dir={tmp_path}"]),
                            "seed=1,2", "rl sweep seed=1,2")
     assert "++" not in line and "--multirun" not in line
 
 
 def test_rl_sweep_refuses_the_hydra_dirs_it_sets(tmp_path):
     for o in ("hydra.sweep.dir=/tmp/x", "hydra.sweep.subdir=y", "hydra.run.dir=z"):
-        _one_line_error(runner.invoke(app, ["sweep", "seed=1,2", o, f"runs_dir={tmp_path}", "--dry-run"]),
+        one_line_error(runner.invoke(app, ["sweep", "seed=1,2", o, f"runs_dir={tmp_path}", "--dry-run"]),
                         o.split("=")[0], "runs_dir=DIR")
     assert not any(tmp_path.iterdir())
 
 
 def test_unknown_launcher_lists_the_real_options():
-    line = _one_line_error(runner.invoke(app, ["sweep", "seed=1,2", "hydra/launcher=nonexistent", "--dry-run"]),
+    line = one_line_error(runner.invoke(app, ["sweep", "seed=1,2", "hydra/launcher=nonexistent", "--dry-run"]),
                            "hydra/launcher='nonexistent'")
     choices = line.split("choose one of:")[1]
     for option in ("basic", "joblib", "submitit_slurm", "slurm_gpu", "local_pool"):  # Hydra's, plugins', conf/'s
         assert option in choices, line
-    _one_line_error(runner.invoke(app, ["sweep", "seed=1,2", "hydra/sweeper=nope", "--dry-run"]), "basic", "optuna")
+    one_line_error(runner.invoke(app, ["sweep", "seed=1,2", "hydra/sweeper=nope", "--dry-run"]), "basic", "optuna")
 
 
 def test_a_launcher_whose_plugin_is_missing_says_what_to_install():
@@ -80,7 +72,7 @@ def test_a_launcher_whose_plugin_is_missing_says_what_to_install():
 
     if importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None:
         pytest.skip("the Ray launcher is installed here")
-    _one_line_error(runner.invoke(app, ["sweep", "seed=1,2", "hydra/launcher=ray", "--dry-run"]),
+    one_line_error(runner.invoke(app, ["sweep", "seed=1,2", "hydra/launcher=ray", "--dry-run"]),
                     "pip install hydra-ray-launcher")
 
 
@@ -139,7 +131,7 @@ def test_report_without_matplotlib_says_what_to_install(tmp_path, monkeypatch):
     make_run(tmp_path / "runs", "a", summary={"eval/accuracy": 0.5})
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
     res = runner.invoke(app, ["compare", str(tmp_path / "runs"), "--report", str(tmp_path / "r.html")])
-    _one_line_error(res, "--report", "matplotlib", "pip install 'rl-workbench[report]'")
+    one_line_error(res, "--report", "matplotlib", "pip install 'rl-workbench[report]'")
     assert not (tmp_path / "r.html").exists()
 
 

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from workbench import compare as cmp
+from cli_asserts import one_line_error
 
 runner = CliRunner()
 
@@ -397,14 +398,6 @@ def test_markdown_and_csv(study):
     assert rows[1]["reward.length_kimi"] == "weight=0.5"
 
 
-def _one_line_error(res, *fragments):
-    assert res.exit_code == 2, res.output
-    lines = [x for x in res.output.strip().splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-
-
 def test_cli_table_md_and_errors(study, tmp_path):
     root, _ = study
     res = runner.invoke(app, ["compare", str(root)], env={"COLUMNS": "250"})
@@ -414,19 +407,19 @@ def test_cli_table_md_and_errors(study, tmp_path):
         assert fragment in res.output, fragment
     res = runner.invoke(app, ["compare", str(root), "--format", "md", "-m", "eval/accuracy", "-g", "reward"])
     assert res.exit_code == 0 and res.output.startswith("| # |"), res.output
-    _one_line_error(runner.invoke(app, ["compare", str(tmp_path / "nope")]), "path not found")
-    _one_line_error(runner.invoke(app, ["compare", str(tmp_path / "nope*")]), "no run directory")
-    _one_line_error(runner.invoke(app, ["compare", str(root), "--metric", "eval/pass@64"]),
+    one_line_error(runner.invoke(app, ["compare", str(tmp_path / "nope")]), "path not found")
+    one_line_error(runner.invoke(app, ["compare", str(tmp_path / "nope*")]), "no run directory")
+    one_line_error(runner.invoke(app, ["compare", str(root), "--metric", "eval/pass@64"]),
                     "eval/pass@64", "available:", "eval/accuracy", "length/mean")
-    _one_line_error(runner.invoke(app, ["compare", str(root), "--baseline", "oops"]), "KEY=VALUE")
+    one_line_error(runner.invoke(app, ["compare", str(root), "--baseline", "oops"]), "KEY=VALUE")
     res = runner.invoke(app, ["compare", str(root), "--format", "xml"])  # a Typer choice: Typer's usage error
     assert res.exit_code == 2 and "'xml' is not one of" in res.output, res.output
     empty = tmp_path / "empty"
     empty.mkdir()
-    _one_line_error(runner.invoke(app, ["compare", str(empty)]), "no run directory")
+    one_line_error(runner.invoke(app, ["compare", str(empty)]), "no run directory")
     only_failed = tmp_path / "f"
     make_run(only_failed, "x", status="failed", error="boom")
-    _one_line_error(runner.invoke(app, ["compare", str(only_failed)]), "no completed runs", "failed")
+    one_line_error(runner.invoke(app, ["compare", str(only_failed)]), "no completed runs", "failed")
 
 
 def test_cli_report_is_self_contained_and_escaped(tmp_path):

@@ -25,6 +25,7 @@ from workbench.evaluation.runner import (
 )
 from workbench.runs import read_jsonl
 from workbench.signals import ThinkSplitter
+from cli_asserts import one_line_error
 
 cli = CliRunner()
 MAX_NEW = 8
@@ -65,14 +66,6 @@ def run_dir(pristine_run, tmp_path) -> Path:
     dst = tmp_path / "exp" / pristine_run.name
     shutil.copytree(pristine_run, dst)
     return dst
-
-
-def _one_line_error(res, *fragments, code=2):
-    assert res.exit_code == code, res.output
-    lines = [line for line in res.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -309,14 +302,14 @@ def test_run_dir_without_a_model(run_dir):
     shutil.rmtree(run_dir / "final")
     shutil.rmtree(run_dir / "checkpoints")
     res = cli.invoke(app, ["eval", str(run_dir), *SMALL])
-    _one_line_error(res, "no model to evaluate", "no final/")
+    one_line_error(res, "no model to evaluate", "no final/")
     assert _nothing_written(run_dir)
 
 
 def test_run_without_final_lists_its_checkpoints(run_dir):
     shutil.rmtree(run_dir / "final")
     res = cli.invoke(app, ["eval", str(run_dir), *SMALL])
-    _one_line_error(res, "no final/ model", "checkpoint-2")
+    one_line_error(res, "no final/ model", "checkpoint-2")
     assert _nothing_written(run_dir)
 
 
@@ -337,7 +330,7 @@ def test_run_without_final_lists_its_checkpoints(run_dir):
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_dir, extra, fragments):
     res = cli.invoke(app, ["eval", str(run_dir), *SMALL, *extra])
-    _one_line_error(res, *fragments)
+    one_line_error(res, *fragments)
     assert _nothing_written(run_dir)
 
 
@@ -354,12 +347,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_dir, extra, fragmen
 def test_runless_bad_input(tmp_path, args, fragments):
     runs = tmp_path / "runs"
     res = cli.invoke(app, ["eval", *args, f"runs_dir={runs}"])
-    _one_line_error(res, *fragments)
+    one_line_error(res, *fragments)
     assert not runs.exists()
 
 
 def test_missing_run_dir(tmp_path):
-    _one_line_error(cli.invoke(app, ["eval", str(tmp_path / "nope")]), "run directory not found")
+    one_line_error(cli.invoke(app, ["eval", str(tmp_path / "nope")]), "run directory not found")
 
 
 def test_interrupted_evaluation_leaves_no_metrics_json(run_dir, monkeypatch):

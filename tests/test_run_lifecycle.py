@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from workbench.config import ConfigError, to_dict, to_train_config
 from workbench.runs import STATUS_DEAD, RunDir, RunInUse, now_iso, read_jsonl
+from cli_asserts import one_line_error
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -82,14 +83,6 @@ def holder(tmp_path):
     for h in made:
         if h.proc.poll() is None:
             h.kill()
-
-
-def _one_line_exit_2(res, *fragments):
-    assert res.exit_code == 2, res.output
-    lines = [line for line in res.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
 
 
 # ----------------------------------------------------------------------------------------------- lock + liveness
@@ -177,7 +170,7 @@ def test_resume_of_a_live_run_is_refused_naming_the_holder(tmp_path, holder):
     h = holder(run)
     before = run.meta_file.read_text()
     res = runner.invoke(app, ["train", "--resume", str(run.path)])
-    _one_line_exit_2(res, "in use", f"pid {h.proc.pid}", socket.gethostname())
+    one_line_error(res, "in use", f"pid {h.proc.pid}", socket.gethostname())
     assert json.loads(run.meta_file.read_text())["status"] == "running"
     assert json.loads(before)["command"] == json.loads(run.meta_file.read_text())["command"]
 
@@ -186,7 +179,7 @@ def test_eval_force_on_a_live_run_is_refused(tmp_path, holder):
     run = _fake_run(tmp_path)
     h = holder(run)
     res = runner.invoke(app, ["eval", str(run.path), "--force"])
-    _one_line_exit_2(res, "in use", f"pid {h.proc.pid}")
+    one_line_error(res, "in use", f"pid {h.proc.pid}")
     assert not run.eval_dir.exists()
 
 
@@ -240,7 +233,7 @@ def test_bad_values_exit_2_before_anything_is_loaded_or_written(tmp_path, overri
     runs = tmp_path / "runs"
     for extra in ([], ["--dry-run"]):  # --dry-run runs the same checks
         res = runner.invoke(app, ["train", "experiment=quickstart", *overrides, f"runs_dir={runs}", *extra])
-        _one_line_exit_2(res, *fragments)
+        one_line_error(res, *fragments)
         assert not runs.exists()
 
 
@@ -248,12 +241,12 @@ def test_unwritable_runs_dir_fails_up_front(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     res = runner.invoke(app, ["train", "experiment=quickstart", f"runs_dir={blocker}/runs"])
-    _one_line_exit_2(res, "runs_dir", "not a directory")
+    one_line_error(res, "runs_dir", "not a directory")
     if os.geteuid() != 0:  # root writes anywhere
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o555)
         res = runner.invoke(app, ["train", "experiment=quickstart", f"runs_dir={ro}/runs"])
-        _one_line_exit_2(res, "runs_dir", "not writable")
+        one_line_error(res, "runs_dir", "not writable")
 
 
 def test_dry_run_checks_and_writes_nothing(tmp_path):

@@ -12,6 +12,7 @@ from workbench.config import ConfigError, TaskConfig, from_dict
 from workbench.tasks import build_task
 from workbench.tasks.gym import GymDatasetTask, decode_entry, encode_entry
 from workbench.tasks.scoring import THINK_INSTRUCTION
+from cli_asserts import one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 LIST_HINT = "sorted(reasoning_gym.factory.DATASETS)"
@@ -157,14 +158,6 @@ def test_kind_and_name_dispatch():
 # ----------------------------------------------------------------------------------------------- command line
 
 
-def _one_line_exit_2(res, *fragments):
-    assert res.exit_code == 2, res.output
-    lines = [line for line in res.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.output, res.output
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-
-
 def test_cli_composes_task_gym_with_a_dataset_name():
     from workbench.compose import compose
     from workbench.config import to_train_config
@@ -182,9 +175,9 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
     runner = CliRunner()
     runs = tmp_path / "runs"
     res = runner.invoke(app, ["train", "task=gym", "task.name=nonexistent", f"runs_dir={runs}"])
-    _one_line_exit_2(res, "task.name='nonexistent'", LIST_HINT)
+    one_line_error(res, "task.name='nonexistent'", LIST_HINT)
     assert not runs.exists()
     res = runner.invoke(app, ["eval", "model=tiny", "task=gym", "task.name=leg_counting", "task.params.bogus=1",
                               f"runs_dir={runs}"])
-    _one_line_exit_2(res, "task.params.bogus", "min_animals")
+    one_line_error(res, "task.params.bogus", "min_animals")
     assert not runs.exists()

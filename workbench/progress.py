@@ -97,6 +97,14 @@ class Progress:
         self.enabled = False
 
 
+def num_cores() -> int:
+    """CPU cores this process may run on (its affinity mask on Linux)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def choose_threads(setting: int = 0) -> tuple[int, str]:
     """(torch CPU threads, why). `setting` > 0 is used as is; 0 means automatic:
 
@@ -111,10 +119,7 @@ def choose_threads(setting: int = 0) -> tuple[int, str]:
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env), "OMP_NUM_THREADS"
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
+    cores = num_cores()
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
     per_process = max(1, cores // local)
     try:

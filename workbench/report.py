@@ -562,12 +562,12 @@ def render_report(comp: Comparison, samples_per_run: int = 12, command: str | No
                    "metric's range) on both axes; faint dots: single seeds; dashed line and rings: the Pareto "
                    "frontier (no other group is both shorter/cheaper and more accurate).</p>")
 
-    parts.append("<h2>Accuracy vs length (Pareto)</h2>")
-    if LENGTH_METRICS in pareto:
-        parts.append(pareto_note)
-        parts.append(pareto[LENGTH_METRICS])
-    else:
-        parts.append("<p>Needs an accuracy metric and a length metric.</p>")
+    def pareto_section(what: str, xs: Any) -> None:
+        parts.append(f"<h2>Accuracy vs {what} (Pareto)</h2>")
+        parts.extend([pareto_note, pareto[xs]] if xs in pareto else
+                     [f"<p>Needs an accuracy metric and a {what} metric.</p>"])
+
+    pareto_section("length", LENGTH_METRICS)
 
     parts.append("<h2>Over training: held-out accuracy, held-out length, entropy</h2>")
     uri, window = curve_figure(comp, list(ANSWER_CURVES), CURVE_TITLES)
@@ -601,12 +601,7 @@ def render_report(comp: Comparison, samples_per_run: int = 12, command: str | No
     else:
         parts.append(f"<p>No metrics.jsonl rows with both entropy/mean and {esc(perf)}.</p>")
 
-    parts.append("<h2>Accuracy vs cost (Pareto)</h2>")
-    if COST_METRICS in pareto:
-        parts.append(pareto_note)
-        parts.append(pareto[COST_METRICS])
-    else:
-        parts.append("<p>Needs an accuracy metric and a cost metric.</p>")
+    pareto_section("cost", COST_METRICS)
 
     parts.append("<h2>Other training curves</h2>")
     uri, window = learning_curves(comp)

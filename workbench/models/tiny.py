@@ -53,6 +53,7 @@ from transformers import (
 )
 
 from workbench.config import VERBOSE_STYLES, ConfigError, ModelConfig, TinyModelConfig
+from workbench.progress import num_cores
 from workbench.tasks.base import THINK_CLOSE, THINK_OPEN, Task, padded_trace
 
 # Bump when the build recipe (tokenizer, architecture, warm-start loop) changes, so stale caches miss.
@@ -269,13 +270,6 @@ def cache_hash(key: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------- warm start
 
 
-def _num_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 class ThreadChooser:
     """Chooses torch's intra-op thread count (1 or all cores) by measured time per token, as load changes.
 
@@ -418,7 +412,7 @@ def warm_start(
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps))
     losses: list[float] = []
-    threads = threads or ThreadChooser(_num_cores())
+    threads = threads or ThreadChooser(num_cores())
     saved_threads = torch.get_num_threads()
     model.train()
     with contextlib.ExitStack() as stack:
@@ -508,7 +502,7 @@ def build_into(directory: Path, tiny: TinyModelConfig, task: Task, material: Tas
                progress: bool) -> None:
     """Build tokenizer + model, warm-start, evaluate and save everything into `directory` (which exists)."""
     saved_threads = torch.get_num_threads()
-    threads = ThreadChooser(_num_cores())
+    threads = ThreadChooser(num_cores())
     try:
         with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG state untouched
             torch.manual_seed(tiny.seed)
