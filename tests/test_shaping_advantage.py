@@ -193,3 +193,37 @@ def test_empg_accepts_token_level_advantages():
     r = make_rollouts([2], [1], 1, entropies=[[1.0, 1.0]])
     out = EMPG(num_segments=1, delimiters=[])(torch.tensor([[1.0, 3.0]]), r, torch.zeros(1))
     assert out.tolist() == [[1.0, 3.0]]  # single step: g = 1, no next step
+
+
+def test_empg_with_tools_steps_are_agent_turns_and_tool_results_get_nothing():
+    # rollout 0: turn [0, 0] | tool result (mask 0) | turn [2, 2] | padding; rollout 1: one turn [1, 1, 1]
+    # delimiter id 9 appears inside the turns but is not used: with tools the steps are the turns
+    r = make_rollouts([6, 3], [1, 0], 2, entropies=[[0.0, 0.0, 5.0, 5.0, 2.0, 2.0, 0.0], [1.0] * 3 + [0.0] * 4],
+                      ids=[[9, 5, 7, 7, 9, 5], [9, 5, 5]])
+    r.mask = torch.tensor([[1, 1, 0, 0, 1, 1, 0], [1, 1, 1, 0, 0, 0, 0]], dtype=torch.float32)
+    r.lengths = torch.tensor([4, 3])  # the model's own tokens
+    term = EMPG(delimiter_ids=[9])
+    A = torch.tensor([1.0, -1.0])
+    out = term(A, r, A)
+    # turn entropies 0, 2 (rollout 0) and 1 (rollout 1) -> H_hat 0, 1, 0.5, as in test_empg_hand_computed
+    e = [1.0, math.exp(-1), math.exp(-0.5)]
+    g = [x / (sum(e) / 3) for x in e]
+    f0 = math.exp(-1)
+    t0, t1 = g[0] + 0.1 * f0, g[1]
+    expected = [[t0, t0, 0.0, 0.0, t1, t1, 0.0], [-g[2]] * 3 + [0.0] * 4]
+    assert out.tolist() == [pytest.approx(row, abs=1e-5) for row in expected]
+    assert term.metrics() == {"steps_per_rollout": 1.5, "turn_steps": 1.0}
+    # the call log marks tool use too: the same turns
+    r.tool_log = [[{"name": "calculator"}], []]
+    assert term(A, r, A).tolist() == [pytest.approx(row, abs=1e-5) for row in expected]
+
+
+def test_empg_tool_log_without_gaps_uses_turns_not_delimiters():
+    # a tool-using batch in which no rollout called a tool: every rollout is one turn, delimiters ignored
+    r = make_rollouts([3], [1], 1, entropies=[[0.0, 3.0, 0.0]], ids=[[5, 9, 5]])
+    plain = EMPG(delimiter_ids=[9])
+    assert plain(torch.tensor([1.0]), r, torch.ones(1)).tolist() != [[1.0, 1.0, 1.0]]  # two delimiter steps
+    r.tool_log = [[]]
+    out = plain(torch.tensor([1.0]), r, torch.ones(1))
+    assert out.tolist() == [[1.0, 1.0, 1.0]]  # one step: g = 1, no next step
+    assert plain.metrics()["steps_per_rollout"] == 1.0

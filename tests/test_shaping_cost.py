@@ -1,5 +1,6 @@
 """Cost terms on hand-computed values: token $, Router-R1 percentile reward (with window state), SPEAR tool calls."""
 
+import dataclasses
 import json
 import math
 from collections import deque
@@ -10,6 +11,7 @@ import torch
 
 from workbench.shaping.base import Rollouts
 from workbench.shaping.cost import CostRouter, CostTokens, ToolCalls, token_cost
+from workbench.signals import rollout_cost
 
 
 def make_rollouts(lengths, correct, G=None, *, prompt_lengths=None, cost=None, tool_calls=None, texts=None, step=0):
@@ -179,3 +181,75 @@ def test_tool_calls_falls_back_to_counting_the_pattern():
     term = ToolCalls()
     assert term(make_rollouts([1, 1, 0], [1, 1, 1], texts=texts)).tolist() == pytest.approx([0.2, 0.0, 0.0])
     assert term.metrics()["calls"] == pytest.approx(2 / 3)
+
+
+# ----------------------------------------------------------------------------------------------- with real tools
+
+
+def with_tools(r, total_tokens, tool_cost, turns=None):
+    """Rollouts as a tool-using trainer fills them: `lengths` = the model's tokens, the rest of `completion_ids` are
+    tool-result tokens, `tool_cost` the $ of the calls."""
+    return dataclasses.replace(
+        r,
+        completion_ids=[[1] * n for n in total_tokens],
+        tool_cost=torch.tensor(tool_cost, dtype=torch.float32),
+        turns=None if turns is None else torch.tensor(turns, dtype=torch.float32),
+    )
+
+
+def test_cost_tokens_with_tools_prices_tool_results_and_calls():
+    # model tokens 20, 20, 50; tool-result tokens 0, 30, 10; tool $ 0, 1e-4, 2e-4; prompt 10 at $1, model at $3
+    r = with_tools(make_rollouts([20, 20, 50], [1, 1, 0]), [20, 50, 60], [0.0, 1e-4, 2e-4])
+    term = CostTokens(price_prompt=1.0, price_completion=3.0, normalize=False)
+    dollars = [(10 + 20 * 3) * 1e-6, ((10 + 30) + 20 * 3) * 1e-6 + 1e-4, ((10 + 10) + 50 * 3) * 1e-6 + 2e-4]
+    assert (-term(r)).tolist() == pytest.approx(dollars, rel=1e-5)
+    # the same $ as the trainer's rollout_cost (rollouts.cost), the one definition
+    full = rollout_cost(r.prompt_lengths, r.lengths, torch.tensor([0, 30, 10]), r.tool_cost.double(), 1.0, 3.0)
+    assert (-term(r)).tolist() == pytest.approx(full.tolist(), rel=1e-5)
+    # normalised: worst = 10 x 1 + 100 x max(1, 3) tokens + the largest tool $ seen so far (2e-4)
+    norm = CostTokens(price_prompt=1.0, price_completion=3.0)
+    worst = 310e-6 + 2e-4
+    assert norm(r).tolist() == pytest.approx([-d / worst for d in dollars], rel=1e-5)
+    assert norm.state_dict() == {"tool_max": pytest.approx(2e-4)}
+
+
+def test_cost_tokens_tool_budget_is_a_running_max_that_resumes_or_a_fixed_budget():
+    term = CostTokens(price_prompt=0.0, price_completion=0.0)  # tool $ only
+    first = with_tools(make_rollouts([1, 1], [1, 1]), [1, 1], [1e-3, 4e-3])
+    assert term(first).tolist() == pytest.approx([-0.25, -1.0])
+    cheaper = with_tools(make_rollouts([1, 1], [1, 1]), [1, 1], [0.0, 1e-3])
+    assert term(cheaper).tolist() == pytest.approx([0.0, -0.25])  # the scale stays at 4e-3, not the batch max
+    resumed = CostTokens(price_prompt=0.0, price_completion=0.0)
+    resumed.load_state_dict(json.loads(json.dumps(term.state_dict())))
+    assert resumed(cheaper).tolist() == pytest.approx([0.0, -0.25])
+    fixed = CostTokens(price_prompt=0.0, price_completion=0.0, tool_budget=2e-3)
+    assert fixed(first).tolist() == pytest.approx([-0.5, -1.0])  # 4e-3 > the budget: clamped to -1
+    assert fixed(first).min() >= -1.0
+    with pytest.raises(ValueError, match="tool_budget"):
+        CostTokens(tool_budget=-1.0)
+
+
+def test_cost_tokens_without_tools_is_unchanged_by_the_tool_state():
+    r = make_rollouts([0, 50, 100], [1, 1, 0], prompt_lengths=[10, 10, 10])
+    term = CostTokens(price_prompt=1.0, price_completion=3.0, tool_budget=1.0)
+    assert term(r).tolist() == pytest.approx([-10 / 310, -160 / 310, -1.0])
+    # tools on but no call made: no tool budget yet, and pc >= pp keeps the old worst case
+    assert CostTokens(price_prompt=1.0, price_completion=3.0)(with_tools(r, [0, 50, 100], [0.0] * 3)).tolist() == \
+        pytest.approx([-10 / 310, -160 / 310, -1.0])
+
+
+def test_cost_router_reads_the_full_cost():
+    # the term scores rollouts.cost as given (the trainer's rollout_cost: tokens and tool $), nothing recomputed
+    r = with_tools(make_rollouts([1, 1, 1], [1, 1, 1], cost=[0.0, 1.0, 4.0]), [1, 1, 1], [0.0, 0.9, 3.9])
+    assert CostRouter()(r).tolist() == pytest.approx(CostRouter()(make_rollouts([1] * 3, [1] * 3,
+                                                                                cost=[0.0, 1.0, 4.0])).tolist())
+
+
+def test_tool_calls_retool_counts_tool_calling_turns_when_turns_exist():
+    # calls 0, 2, 3, 3 made in 0, 1, 2, 3 tool-calling turns (turns = k + 1): the bonus is 0.1 k, as the reference
+    r = make_rollouts([1] * 4, [0, 0, 0, 0], tool_calls=[0, 2, 3, 3])
+    r.turns = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    out = ToolCalls(variant="retool", cap=0.4, schedule="constant")(r)
+    assert out.tolist() == pytest.approx([retool_reference_score(False, k) + 1.0 for k in (0, 1, 2, 3)])
+    # spear keeps counting the calls the environments ran
+    assert ToolCalls(schedule="constant")(r).tolist() == pytest.approx([0.0, 0.2, 0.3, 0.3])

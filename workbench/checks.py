@@ -138,6 +138,11 @@ def trl_arguments(cfg: TrainConfig, reward_terms: list[Any], regularizers: list[
     if on_cpu:
         # GRPOConfig defaults to bf16 mixed precision, which needs a GPU.
         fixed.update(use_cpu=True, bf16=False, fp16=False)
+    if cfg.task.tools:
+        if cfg.algo.name != "grpo":
+            raise ConfigError("task.tools: tool calls run in TRL's GRPOTrainer only; use algo=grpo")
+        # one bound for training (TRL's tool loop) and rl eval (workbench.evaluation): task.max_tool_calls
+        fixed["max_tool_calling_iterations"] = int(cfg.task.max_tool_calls)
     if cfg.algo.name == "grpo" and "scale_rewards" not in trl_options:
         trl_options["scale_rewards"] = "none"
     import warnings
@@ -164,6 +169,9 @@ def check_train(cfg: TrainConfig, with_task: bool = True, new_run: bool = True) 
         raise ConfigError("regularizer: loss-side terms (clip_cov, kl_cov, siren) work with algo=grpo only")
     args = trl_arguments(cfg, reward_terms, regularizers)
     task, train_examples, eval_examples = None, [], []
+    if cfg.task.tools and not cfg.model.use_chat_template:
+        raise ConfigError("task.tools needs model.use_chat_template=true: tool calls and their results are chat "
+                          "messages (the tiny model gets a tool chat template of its own)")
     if with_task:
         from workbench.tasks import build_task
 

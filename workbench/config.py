@@ -88,6 +88,12 @@ class TaskConfig:
     dataset_config: str | None = None
     train_split: str = "train"
     eval_split: str = "test"
+    # tools the model may call (workbench.tools.TOOL_NAMES: calculator, expert); empty = plain generation
+    tools: list[str] = field(default_factory=list)
+    # seconds a tool call may take before the model gets "error: ... timed out"
+    tool_timeout: float = 5.0
+    # most tool-calling turns per rollout (TRL's max_tool_calling_iterations; rl eval uses the same bound)
+    max_tool_calls: int = 2
 
 
 PROMPT_STYLES = ("compact", "natural")
@@ -145,6 +151,8 @@ class PriceConfig:
 
     prompt_per_million: float = 0.15
     completion_per_million: float = 0.60
+    # $ per tool call, by tool name (workbench.tools.DEFAULT_TOOL_PRICES fills the ones not given)
+    tools: dict[str, float] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------- train

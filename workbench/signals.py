@@ -14,7 +14,10 @@ else:
 * `phase_masks`: the (B, T) think/answer masks from those boundaries; `phase_entropy`: one sample's mean / think /
   answer entropy from its per-token entropies.
 * `token_cost`: $ for prompt + completion tokens at per-million prices (tensors or plain numbers).
-* `tool_call_count`: tool-call tags in a completion.
+* `tool_call_count`: tool-call tags in a completion's text (the fallback when no tool ran).
+* Real tool use (`task.tools`, `workbench.tools`): `rollout_cost` ($ of tokens plus tool calls),
+  `assistant_turns`, `completion_transcript` (the text with calls and results, for samples) and
+  `completion_mode` (the leading `[mode]` tag of A^2FM-style tasks).
 * `DERIVED_SIGNALS`: the table of signals computed from a gathered batch's text and ids, by the name shaping terms
   list in `needs` (`phase`, `answers`, `tool_calls`). `fill_signals` fills exactly those an active term needs.
   Adding a signal = a `Rollouts` field + one function in this table; the trainer and the registry's check of
@@ -142,6 +145,64 @@ def tool_call_count(text: str) -> int:
     return text.count(TOOL_CALL_OPEN)
 
 
+def rollout_cost(prompt_tokens: Any, model_tokens: Any, context_tokens: Any, tool_dollars: Any,
+                 price_prompt: float, price_completion: float) -> Any:
+    """$ of one rollout with tools: the prompt and the tool results it read back (`context_tokens`) at the prompt
+    price, the tokens the model wrote at the completion price, plus what its tool calls cost. Tensors or numbers,
+    like `token_cost` (without tools, context_tokens = tool_dollars = 0 and it is `token_cost`).
+
+    >>> round(rollout_cost(100, 20, 10, 0.0001, 1.0, 2.0), 8)
+    0.00025
+    """
+    return token_cost(prompt_tokens + context_tokens, model_tokens, price_prompt, price_completion) + tool_dollars
+
+
+def assistant_turns(completion: Any) -> int:
+    """Assistant turns in a completion: 1 for text, the number of assistant messages for a conversation."""
+    if isinstance(completion, (list, tuple)):
+        return max(1, sum(1 for m in completion if isinstance(m, dict) and m.get("role", "assistant") == "assistant"))
+    return 1
+
+
+def completion_transcript(completion: Any) -> str:
+    """A completion with its tool calls and results written out, for samples.jsonl and eval samples (scoring uses
+    `completion_text`, the model's own words only).
+
+    >>> completion_transcript([{"role": "assistant", "content": "[agentic]", "tool_calls": [{"type": "function",
+    ...     "function": {"name": "calculator", "arguments": {"expression": "2*3"}}}]},
+    ...     {"role": "tool", "name": "calculator", "content": "6"}, {"role": "assistant", "content": "6"}])
+    '[agentic]<call>calculator expression=2*3</call><result>6</result>6'
+    """
+    if not isinstance(completion, (list, tuple)):
+        return completion_text(completion)
+    parts: list[str] = []
+    for m in completion:
+        if not isinstance(m, dict):
+            continue
+        if m.get("role") == "tool":
+            parts.append(f"<result>{m.get('content')}</result>")
+            continue
+        parts.append(str(m.get("content") or ""))
+        for tc in m.get("tool_calls") or []:
+            f = tc.get("function", tc)
+            args = "".join(f" {k}={v}" for k, v in (f.get("arguments") or {}).items())
+            parts.append(f"<call>{f.get('name')}{args}</call>")
+    return "".join(parts)
+
+
+def completion_mode(text: str, modes: Sequence[str]) -> str | None:
+    """The mode a completion declares with its leading `[mode]` tag, if it is one of `modes`; else None.
+
+    >>> completion_mode("[agentic]...", ("instant", "reasoning", "agentic")), completion_mode("42", ("instant",))
+    ('agentic', None)
+    """
+    head = text.lstrip()
+    for mode in modes:
+        if head.startswith(f"[{mode}]"):
+            return mode
+    return None
+
+
 # ----------------------------------------------------------------------------------------------- the signal table
 
 
@@ -159,7 +220,15 @@ def _fill_answers(rollouts: Any, ctx: Any) -> None:
 def _fill_tool_calls(rollouts: Any, ctx: Any) -> None:
     import torch
 
+    if rollouts.tool_calls is not None:  # real calls, counted by the tool environments
+        return
     rollouts.tool_calls = torch.tensor([tool_call_count(c) for c in rollouts.completions], dtype=torch.float32)
+
+
+def _fill_modes(rollouts: Any, ctx: Any) -> None:
+    modes = tuple(getattr(ctx.task, "modes", ()) or ())
+    rollouts.mode_names = modes
+    rollouts.modes = [completion_mode(c, modes) for c in rollouts.completions]
 
 
 #: Signals derived from the gathered batch, by name -> function(rollouts, ctx) that fills its `Rollouts` field(s).
@@ -167,7 +236,8 @@ def _fill_tool_calls(rollouts: Any, ctx: Any) -> None:
 DERIVED_SIGNALS: dict[str, Callable[[Any, Any], None]] = {
     "phase": _fill_phase,  # think_mask, answer_mask, has_think_close
     "answers": _fill_answers,  # answers: the task's extracted final answers
-    "tool_calls": _fill_tool_calls,  # tool_calls: tool-call tags per completion
+    "tool_calls": _fill_tool_calls,  # tool_calls: real calls per rollout, else tool-call tags in the text
+    "modes": _fill_modes,  # modes: each completion's declared mode (None: no tag); mode_names: the task's, cheapest first
 }
 #: Signals every batch has: `correct` and `lengths` (the metrics need them), `cost` (token $, also a metric) and
 #: `entropy` (per-token entropies of the sampled completions, read off the generation passes when a term needs them).

@@ -420,6 +420,12 @@ def _build_trainer(trainer_cls, model, tokenizer, args, train_examples, cfg, rew
     """TRL needs named reward functions at construction; the values come from the trainer's `_calculate_rewards`."""
     from workbench.trainers import TermReward
 
+    extra: dict[str, Any] = {}
+    if cfg.task.tools:  # TRL runs the tool loop; the environments (workbench.tools) run, price and log each call
+        from workbench.tools import environment_factory
+
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # the tool loop is TRL's documented API
+        extra["environment_factory"] = environment_factory(cfg.task.tools, cfg.price.tools, cfg.task.tool_timeout)
     return trainer_cls(
         model=model,
         reward_funcs=[TermReward(t.name) for t in reward_terms],
@@ -427,6 +433,7 @@ def _build_trainer(trainer_cls, model, tokenizer, args, train_examples, cfg, rew
         train_dataset=_to_dataset(train_examples, cfg.model.use_chat_template),
         processing_class=tokenizer,
         callbacks=callbacks,
+        **extra,
     )
 
 

@@ -37,7 +37,15 @@ from workbench.config import ConfigError, PriceConfig
 from workbench.runs import RunDir, append_jsonl
 from workbench.prompts import prompt_text
 from workbench.shaping.base import AdvantageTransform, Regularizer, RewardTerm, Rollouts
-from workbench.signals import ThinkSplitter, completion_text, fill_signals, phase_masks, token_cost
+from workbench.signals import (
+    ThinkSplitter,
+    assistant_turns,
+    completion_text,
+    completion_transcript,
+    fill_signals,
+    phase_masks,
+    rollout_cost,
+)
 from workbench.tasks.base import Task, is_correct
 
 
@@ -95,6 +103,7 @@ class ShapingMixin:
         self._loss_inputs: dict[str, Any] | None = None
         self._loss_capture: dict[str, Any] = {}
         self._last_prompt_ids: list[list[int]] | None = None
+        self._last_tool_mask: list[list[int]] | None = None
         self._gen_entropies: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ generation: prompt ids + entropies
@@ -103,7 +112,9 @@ class ShapingMixin:
         read off the logits of the generation forward passes themselves by a hook on the LM head: no extra pass."""
         steps: list[torch.Tensor] = []
         handle = None
-        if "entropy" in self.needs and not getattr(self, "use_vllm", False):
+        # With tools TRL generates again after each tool result (other batch shapes): entropies then come from one
+        # no-grad pass at reward time instead.
+        if "entropy" in self.needs and not getattr(self, "use_vllm", False) and not getattr(self, "tools", None):
             head = self.accelerator.unwrap_model(self.model).get_output_embeddings()
             temperature = float(getattr(self, "temperature", 1.0)) or 1.0
 
@@ -119,6 +130,7 @@ class ShapingMixin:
             if handle is not None:
                 handle.remove()
         self._last_prompt_ids = [list(p) for p in result[0]]
+        self._last_tool_mask = [list(m) for m in result[2]] if result[2] is not None else None  # 0 = tool result
         self._gen_entropies = torch.stack(steps, dim=1) if steps else None  # (B, generated steps)
         return result
 
@@ -171,12 +183,25 @@ class ShapingMixin:
         texts = [completion_text(c) for c in completions]
         scores = torch.tensor([float(self.task.score(t, x)) for t, x in zip(texts, inputs)], dtype=torch.float32)
         correct = torch.tensor([float(is_correct(s)) for s in scores.tolist()], dtype=torch.float32)
-        lengths = torch.tensor([len(c) for c in completion_ids_list], dtype=torch.long)
+        # With tools, a completion holds tool results too: `lengths` counts the model's own tokens (TRL's
+        # tool_mask = 1), `context` the tool-result tokens it read back.
+        tool_mask = self._last_tool_mask
+        if tool_mask is None or len(tool_mask) != n_local:
+            tool_mask = [[1] * len(c) for c in completion_ids_list]
+        lengths = torch.tensor([sum(m) for m in tool_mask], dtype=torch.long)
+        context = torch.tensor([len(m) - sum(m) for m in tool_mask], dtype=torch.long)
         truncated = torch.tensor([len(c) > 0 and c[-1] not in eos for c in completion_ids_list], dtype=torch.bool)
         prompt_ids = self._last_prompt_ids or [[] for _ in prompts]
         prompt_lengths = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)
+        envs = getattr(self, "environments", None) or []
+        tools_on = bool(getattr(self, "tools", None)) and len(envs) == n_local
+        logs = [[c.to_dict() for c in getattr(env, "calls", [])] for env in envs] if tools_on else None
         local = {"correct": correct, "scores": scores, "lengths": lengths, "truncated": truncated,
-                 "prompt_lengths": prompt_lengths}
+                 "prompt_lengths": prompt_lengths, "context": context,
+                 "turns": torch.tensor([float(assistant_turns(c)) for c in completions]),
+                 "tool_calls": torch.tensor([float(len(x)) for x in logs] if logs else [0.0] * n_local),
+                 "tool_cost": torch.tensor([sum(float(c["price"]) for c in x) for x in logs] if logs
+                                           else [0.0] * n_local, dtype=torch.float64)}
         if "entropy" in self.needs:
             local_ent = self._gen_entropies
             longest = max((len(c) for c in completion_ids_list), default=0)
@@ -190,10 +215,11 @@ class ShapingMixin:
         all_completions = gather_object(texts)
         all_ids = gather_object([list(c) for c in completion_ids_list])
         all_keys = gather_object([x.get("id", i) for i, x in enumerate(inputs)])
+        all_tool_mask = gather_object(tool_mask)
         T = max(1, max(len(c) for c in all_ids))
-        mask = torch.zeros(len(all_ids), T)
-        for i, c in enumerate(all_ids):
-            mask[i, : len(c)] = 1
+        mask = torch.zeros(len(all_ids), T)  # the model's own tokens: tool results are 0, as in TRL's loss
+        for i, m in enumerate(all_tool_mask):
+            mask[i, : len(m)] = torch.tensor(m, dtype=torch.float32)
         group_size = self.num_generations if mode == "train" else (self.num_generations_eval or self.num_generations)
         rollouts = Rollouts(
             completions=all_completions,
@@ -210,14 +236,22 @@ class ShapingMixin:
             mask=mask,
         )
         rollouts.price_prompt, rollouts.price_completion = self.price_prompt, self.price_completion
-        rollouts.cost = token_cost(rollouts.prompt_lengths, rollouts.lengths, self.price_prompt, self.price_completion)
+        if tools_on:
+            rollouts.tool_calls = glob["tool_calls"].float()
+            rollouts.turns = glob["turns"].float()
+            rollouts.tool_cost = glob["tool_cost"].float()
+            rollouts.tool_log = gather_object(logs)
+        rollouts.cost = rollout_cost(rollouts.prompt_lengths, rollouts.lengths, glob["context"],
+                                     glob["tool_cost"], self.price_prompt, self.price_completion).float()
+        rollouts.transcripts = gather_object([completion_transcript(c) for c in completions]) if tools_on else None
         if "entropy" in self.needs:
             ent = self.accelerator.pad_across_processes(local_ent, dim=1, pad_index=0.0)
             ent = gather(ent).cpu()
             rollouts.entropies = torch.zeros(len(all_ids), T)
             w = min(T, ent.size(1))
             rollouts.entropies[:, :w] = ent[:, :w] * mask[:, :w]
-        fill_signals(rollouts, self.needs, self)  # phase, answers, tool_calls: workbench.signals.DERIVED_SIGNALS
+        # phase, answers, tool_calls, modes: workbench.signals.DERIVED_SIGNALS (modes are logged whenever a task has them)
+        fill_signals(rollouts, self.needs | ({"modes"} if getattr(self.task, "modes", ()) else set()), self)
 
         outputs: dict[str, torch.Tensor] = {}
         # The one source of each term's weight at run time: TRL's reward_weights (set from the terms' `weight`).
@@ -256,6 +290,17 @@ class ShapingMixin:
         m["length/incorrect_mean"].append(float(L[~c].mean()) if (~c).any() else float("nan"))
         m["cost/mean"].append(float(r.cost.mean()))
         m["cost/per_correct"].append(float(r.cost.sum() / c.sum()) if c.any() else float("nan"))
+        if r.tool_calls is not None and r.tool_cost is not None:  # real tool use
+            m["tools/calls_mean"].append(float(r.tool_calls.mean()))
+            # our tools answer errors as text ("error: ..."), so TRL's tools/failure_frequency stays 0: count them here
+            calls = [c for log in (r.tool_log or []) for c in log]
+            m["tools/error_rate"].append(sum(not c["ok"] for c in calls) / len(calls) if calls else 0.0)
+            m["cost/tool_mean"].append(float(r.tool_cost.mean()))
+            m["turns/mean"].append(float(r.turns.mean()))
+        if r.modes is not None and r.mode_names:
+            for mode in (*r.mode_names, None):
+                share = sum(1 for x in r.modes if x == mode) / max(1, len(r.modes))
+                m[f"modes/{mode or 'none'}"].append(share)
 
     # ------------------------------------------------------------------ advantages + samples
     def _generate_and_score_completions(self, inputs):
@@ -302,13 +347,14 @@ class ShapingMixin:
                     "step": step,
                     "prompt": prompt_text(x.get("prompt")),
                     "answer": x.get("answer"),
-                    "completion": r.completions[i],
+                    "completion": r.transcripts[i] if getattr(r, "transcripts", None) else r.completions[i],
                     "correct": bool(r.correct[i]),
                     "length": int(r.lengths[i]),
                     "truncated": bool(r.truncated[i]),
                     "reward": float(batch["rewards"][i]),
                     "advantage": float(advantages[i]),
                     "rewards": {k: float(v[i]) for k, v in r.term_rewards.items()},
+                    **({"tool_calls": r.tool_log[i], "cost": float(r.cost[i])} if r.tool_log is not None else {}),
                 },
             )
 

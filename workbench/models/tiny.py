@@ -81,13 +81,49 @@ BASE_CHARS = frozenset(string.printable) - frozenset("\x0b\x0c\r")
 # Concatenate message contents: the tiny model was warm-started on raw prompts, so use_chat_template=true
 # must produce the same raw prompt.
 CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+# With tools (task.tools): a chat template TRL's multi-turn tool loop accepts (it renders a full tool-calling
+# conversation and is prefix-preserving). An assistant turn is a newline (its header, also the generation prompt),
+# its text, its calls as `<call>NAME key=value</call>` and `<eos>`; a tool result is `<result>...</result>`. So "347*86=" asks
+# "347*86=\n", and a calculator rollout reads `[agentic]<call>calculator expression=347*86</call><eos>`
+# `<result>29842</result>\n29842<eos>`. The tool list is not rendered: the tiny model learns its tools from the
+# warm start, not from a schema it could not read.
+TOOL_CHAT_TEMPLATE = (
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'assistant' -%}"
+    "{{ '\\n' }}{{ m['content'] or '' }}"
+    "{%- for tc in (m['tool_calls'] or []) -%}"
+    "{%- set f = tc['function'] if 'function' in tc else tc -%}"
+    "<call>{{ f['name'] }}{% for k, v in (f['arguments'] or {}).items() %} {{ k }}={{ v }}{% endfor %}</call>"
+    "{%- endfor -%}{{ eos_token }}"
+    "{%- elif m['role'] == 'tool' -%}<result>{{ m['content'] }}</result>"
+    "{%- else -%}{{ m['content'] }}"
+    "{%- endif -%}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '\\n' }}{%- endif -%}"
+)
+# How transformers' `parse_response` (which TRL calls on every completion) reads the template's assistant turns
+# back into {content, tool_calls}: the turn starts after the generation prompt's newline.
+TOOL_RESPONSE_TEMPLATE = {
+    "defaults": {"role": "assistant"},
+    "start_anchor": "\n",
+    "fields": {
+        "tool_calls": {
+            "open_pattern": r"<call>(?P<name>\w+)",
+            "close": "</call>",
+            "repeats": True,
+            "content": "xml-inline",
+            "content_args": {"tag_pattern": r"(?P<key>\w+)=(?P<value>[^<]*?)(?=\s+\w+=|$)"},
+            "transform": {"type": "function", "function": {"name": "{name}", "arguments": "{content}"}},
+        },
+        "content": {"close_pattern": r"<eos>", "content": "text"},
+    },
+}
 
 
 # ----------------------------------------------------------------------------------------------- tokenizer
 
 
 def build_tokenizer(
-    chars: Iterable[str], max_length: int = 256, padding_side: str = "left"
+    chars: Iterable[str], max_length: int = 256, padding_side: str = "left", tools: bool = False
 ) -> PreTrainedTokenizerFast:
     """A character-level tokenizer over BASE_CHARS plus `chars`, with `<think>`/`</think>` as single tokens.
 
@@ -120,8 +156,60 @@ def build_tokenizer(
         padding_side=padding_side,
         model_max_length=max_length,
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = TOOL_CHAT_TEMPLATE if tools else CHAT_TEMPLATE
+    if tools:
+        tokenizer.response_template = TOOL_RESPONSE_TEMPLATE
     return tokenizer
+
+
+def uses_tools(task: Task) -> bool:
+    return bool(getattr(task, "tools", ()))
+
+
+def trace_plain(trace: Any) -> str:
+    """A warm-start trace's characters: the text itself, or a message trace's contents, tool names and arguments."""
+    if isinstance(trace, str):
+        return trace
+    parts: list[str] = []
+    for m in trace:
+        parts.append(str(m.get("content") or ""))
+        for tc in m.get("tool_calls") or []:
+            f = tc.get("function", tc)
+            parts.append(str(f["name"]) + "".join(f" {k}={v}" for k, v in (f.get("arguments") or {}).items()))
+    return "".join(parts)
+
+
+def encode_example(tokenizer: PreTrainedTokenizerFast, prompt: str, trace: Any, tools: bool
+                   ) -> tuple[list[int], list[int], list[int] | None]:
+    """(prompt ids, completion ids, trainable mask or None = all) of one warm-start example, without the final eos.
+
+    Without tools: the raw prompt and the trace, as always. With tools: the prompt and every turn rendered by the
+    tokenizer's chat template (the layout TRL's tool loop produces), turn by turn so that tool results (and the
+    generation prompt after them) are marked untrainable, as TRL's tool_mask marks them in RL.
+    """
+    if not tools:
+        return (tokenizer(prompt, add_special_tokens=False)["input_ids"],
+                tokenizer(trace, add_special_tokens=False)["input_ids"], None)
+    messages = [{"role": "user", "content": prompt}]
+    previous = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer(previous, add_special_tokens=False)["input_ids"]
+    turns = [{"role": "assistant", "content": trace}] if isinstance(trace, str) else list(trace)
+    ids: list[int] = []
+    trainable: list[int] = []
+    for k, turn in enumerate(turns):
+        messages.append(turn)
+        then_assistant = k + 1 < len(turns) and turns[k + 1]["role"] == "assistant"
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=then_assistant)
+        if not text.startswith(previous):
+            raise ValueError("the tool chat template is not prefix-preserving")
+        piece = text[len(previous):]
+        previous = text
+        if k == len(turns) - 1 and piece.endswith(tokenizer.eos_token):
+            piece = piece[: -len(tokenizer.eos_token)]  # make_batch appends the final eos
+        piece_ids = tokenizer(piece, add_special_tokens=False)["input_ids"]
+        ids += piece_ids
+        trainable += [1 if turn["role"] == "assistant" else 0] * len(piece_ids)
+    return prompt_ids, ids, trainable
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -233,9 +321,10 @@ def collect_task_material(task: Task, tiny: TinyModelConfig) -> TaskMaterial:
             raise ConfigError(
                 f"model=tiny needs a task that provides warm-start traces; task '{name}' does not (use model=hf)"
             )
-        for text in (str(ex["prompt"]), *traces):
+        for text in (str(ex["prompt"]), *map(trace_plain, traces)):
             chars.update(text.replace(THINK_OPEN, "").replace(THINK_CLOSE, ""))
-        longest = max(longest, *(len(t) for t in traces))
+        # a message trace also holds the template's markup (<call>, <result>, ...): ~40 characters per turn
+        longest = max(longest, *(len(trace_plain(t)) + (0 if isinstance(t, str) else 40 * len(t)) for t in traces))
         record = [str(ex["prompt"]), str(ex["answer"])]
         if i < FINGERPRINT_TRACES:  # a change in the trace format changes the key
             record += traces
@@ -335,16 +424,22 @@ def _lr_lambda(steps: int, floor: float = LR_FLOOR) -> Any:
 
 
 def make_batch(
-    prompt_ids: list[list[int]], completion_ids: list[list[int]], eos_id: int, pad_id: int
+    prompt_ids: list[list[int]], completion_ids: list[list[int]], eos_id: int, pad_id: int,
+    trainable: list[list[int] | None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded `prompt + completion + eos` and labels that are -100 except on completion and eos."""
+    """Right-padded `prompt + completion + eos` and labels that are -100 except on completion and eos (and, with
+    `trainable` masks, except on completion tokens marked 0: tool results)."""
     seqs = [p + c + [eos_id] for p, c in zip(prompt_ids, completion_ids)]
     width = max(len(s) for s in seqs)
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     labels = torch.full((len(seqs), width), -100, dtype=torch.long)
     for row, (p, s) in enumerate(zip(prompt_ids, seqs)):
         input_ids[row, : len(s)] = torch.tensor(s)
-        labels[row, len(p) : len(s)] = torch.tensor(s[len(p) :])
+        target = torch.tensor(s[len(p) :])
+        keep = trainable[row] if trainable is not None else None
+        if keep is not None:
+            target = torch.where(torch.tensor([*keep, 1], dtype=torch.bool), target, torch.tensor(-100))
+        labels[row, len(p) : len(s)] = target
     return input_ids, labels
 
 
@@ -406,6 +501,7 @@ def warm_start(
     """
     rng = random.Random(tiny.seed)
     steps, batch_size = tiny.warm_start_steps, tiny.warm_start_batch_size
+    tools = uses_tools(task)
     prompt_ids = tokenizer([str(ex["prompt"]) for ex in train], add_special_tokens=False)["input_ids"]
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=tiny.warm_start_lr, betas=ADAM_BETAS, weight_decay=WEIGHT_DECAY, foreach=True
@@ -425,8 +521,15 @@ def warm_start(
             idx = [rng.randrange(len(train)) for _ in range(batch_size)]
             traces = [warm_start_trace(task, train[i], rng, rng.random() < tiny.verbose_fraction, tiny.verbose_style)
                       for i in idx]
-            completion_ids = tokenizer(traces, add_special_tokens=False)["input_ids"]
-            prompts = [prompt_ids[i] for i in idx]
+            if tools:
+                encoded = [encode_example(tokenizer, str(train[i]["prompt"]), t, True) for i, t in zip(idx, traces)]
+                prompts = [e[0] for e in encoded]
+                completion_ids = [e[1] for e in encoded]
+                trainable = [e[2] for e in encoded]
+            else:
+                completion_ids = tokenizer(traces, add_special_tokens=False)["input_ids"]
+                prompts = [prompt_ids[i] for i in idx]
+                trainable = [None] * len(idx)
             longest = max(len(p) + len(c) + 1 for p, c in zip(prompts, completion_ids))
             if longest > tiny.max_positions:
                 raise ConfigError(
@@ -436,7 +539,7 @@ def warm_start(
             groups = length_buckets([len(p) + len(c) for p, c in zip(prompts, completion_ids)])
             batches = [
                 make_batch([prompts[r] for r in g], [completion_ids[r] for r in g],
-                           tokenizer.eos_token_id, tokenizer.pad_token_id)
+                           tokenizer.eos_token_id, tokenizer.pad_token_id, [trainable[r] for r in g])
                 for g in groups
             ]
             num_threads = threads.threads_for(step)
@@ -506,7 +609,7 @@ def build_into(directory: Path, tiny: TinyModelConfig, task: Task, material: Tas
     try:
         with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG state untouched
             torch.manual_seed(tiny.seed)
-            tokenizer = build_tokenizer(material.chars, max_length=tiny.max_positions)
+            tokenizer = build_tokenizer(material.chars, max_length=tiny.max_positions, tools=uses_tools(task))
             model = build_model(tiny, tokenizer)
             start = time.perf_counter()
             losses = warm_start(model, tokenizer, task, material.train, tiny, progress=progress, threads=threads)
@@ -516,7 +619,10 @@ def build_into(directory: Path, tiny: TinyModelConfig, task: Task, material: Tas
             max_new = max(1, min(material.max_completion_chars + 8, tiny.max_positions - longest_prompt))
             torch.set_num_threads(threads.best())
             start = time.perf_counter()
-            accuracy, completions = greedy_accuracy(model, tokenizer, task, material.eval, max_new)
+            if uses_tools(task):  # single-turn greedy decoding cannot run tools: rl eval measures these models
+                accuracy, completions = float("nan"), []
+            else:
+                accuracy, completions = greedy_accuracy(model, tokenizer, task, material.eval, max_new)
             eval_seconds = time.perf_counter() - start
     finally:
         torch.set_num_threads(saved_threads)
@@ -537,7 +643,8 @@ def build_into(directory: Path, tiny: TinyModelConfig, task: Task, material: Tas
         # initial = loss of the first step (the untrained model); final = mean of the last <=10 steps
         "warm_start_loss_initial": losses[0] if losses else None,
         "warm_start_loss_final": sum(tail) / len(tail) if tail else None,
-        "warm_start_accuracy": accuracy if material.eval else None,  # None: the task has no eval split
+        # None: the task has no eval split, or uses tools (greedy single-turn decoding cannot run them)
+        "warm_start_accuracy": accuracy if material.eval and not uses_tools(task) else None,
         "warm_start_eval_examples": len(material.eval),
         "warm_start_eval_seconds": round(eval_seconds, 3),
         "losses": [round(x, 5) for x in losses],
@@ -619,6 +726,8 @@ def load_tiny(
     start = time.perf_counter()
     path, hit = ensure_cached(cache_root, cfg.tiny, task, progress=progress)
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side=padding_side)
+    if tokenizer.chat_template == TOOL_CHAT_TEMPLATE:
+        tokenizer.response_template = TOOL_RESPONSE_TEMPLATE
     with _quiet_transformers():
         model = Qwen2ForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
     model.eval()

@@ -216,17 +216,22 @@ def segment_index(
     mask: torch.Tensor,
     delimiters: list[list[int]] | None = None,
     num_segments: int = 4,
+    turns: bool = False,
 ) -> torch.Tensor:
-    """Step index of every completion token, (B, T) long; -1 on padding.
+    """Step index of every completion token, (B, T) long; -1 on padding (and on any other mask-0 token).
 
-    With ``delimiters`` (token-id sequences), a step ends with each occurrence of a delimiter (the delimiter belongs
-    to the step it closes). Without them, each completion is cut into ``num_segments`` near-equal chunks.
+    With ``turns`` (tool use), a step is an agent turn: a maximal run of mask-1 tokens (the model's own), the
+    tool-result tokens between runs being mask 0. Otherwise, with ``delimiters`` (token-id sequences), a step ends
+    with each occurrence of a delimiter (the delimiter belongs to the step it closes); without them, each completion
+    is cut into ``num_segments`` near-equal chunks.
 
     >>> mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0]])
     >>> segment_index([[5, 9, 5, 5, 7], [9, 9]], mask, delimiters=[[9]]).tolist()
     [[0, 0, 1, 1, 1, -1], [0, 1, -1, -1, -1, -1]]
     >>> segment_index([[5, 9, 5, 5, 7], [9, 9]], mask, num_segments=2).tolist()
     [[0, 0, 0, 1, 1, -1], [0, 1, -1, -1, -1, -1]]
+    >>> segment_index([[5, 9, 3, 3, 7, 5]], torch.tensor([[1, 1, 0, 0, 1, 1]]), turns=True).tolist()  # 3 3: tool
+    [[0, 0, -1, -1, 1, 1]]
     """
     B, T = mask.shape
     valid = mask.bool()
@@ -236,7 +241,11 @@ def segment_index(
         n = positions.numel()
         if n == 0:
             continue
-        if delimiters:
+        if turns:  # a new turn wherever the model's tokens resume after a gap (tool results)
+            gaps = torch.zeros(n, dtype=torch.long)
+            gaps[1:] = (positions[1:] - positions[:-1] > 1).long()
+            out[i, positions] = gaps.cumsum(0)
+        elif delimiters:
             ids = list(completion_ids[i][:n])
             seg, cur = [], 0
             for t in range(n):
@@ -312,6 +321,12 @@ class EMPG(AdvantageTransform):
     id sequences directly instead). If neither is available, or ``delimiters`` is empty, each completion is cut
     into ``num_segments`` equal chunks. BPE caveat: a delimiter is matched by its standalone encoding, so a merge
     such as ".\\n" into one token hides it; list such merged forms explicitly.
+
+    With tools (decision): the steps are the agent turns, the paper's own unit (one step per assistant message).
+    When ``rollouts.tool_log`` is set or ``rollouts.mask`` has a gap inside a completion (mask 0 before a later 1:
+    TRL's ``tool_mask`` marks tool-result tokens 0), a step is a maximal run of the model's own tokens and the
+    delimiters are not used. Tool-result tokens belong to no step and get advantage 0 (they are not the policy's
+    actions; TRL's loss masks them too). A rollout that made no call is one step (g only, no f bonus).
     [UNCONFIRMED in the card: a final batch zero-mean normalisation of A_hat] not applied: the pseudocode was cut
     off there, and zeta f is a deliberate positive bonus that re-centring would cancel.
     """
@@ -355,10 +370,12 @@ class EMPG(AdvantageTransform):
         mask = rollouts.mask
         if mask is None:
             mask = torch.arange(H.shape[1]).unsqueeze(0) < rollouts.lengths.unsqueeze(1)
-        seg = segment_index(rollouts.completion_ids, mask, self.delimiter_ids, self.num_segments)
+        m = mask.bool().long()
+        turns = rollouts.tool_log is not None or bool((m.diff(dim=1) > 0).any())  # a 0 -> 1 step: tokens resume
+        seg = segment_index(rollouts.completion_ids, mask, self.delimiter_ids, self.num_segments, turns=turns)
         out, n_steps = empg_advantages(advantages, H, seg, self.k, self.k_f, self.zeta)
         B = max(1, H.shape[0])
-        self._metrics = {"steps_per_rollout": n_steps / B}
+        self._metrics = {"steps_per_rollout": n_steps / B, "turn_steps": float(turns)}
         return out.to(advantages.dtype)
 
     def metrics(self) -> dict[str, float]:

@@ -56,7 +56,15 @@ class Rollouts:
     cost: torch.Tensor | None = None  # (B,) $ per rollout ("cost")
     price_prompt: float = 0.15  # the run's token prices, $ per 1M tokens (conf/train.yaml price.*)
     price_completion: float = 0.60
-    tool_calls: torch.Tensor | None = None  # (B,) float ("tool_calls")
+    tool_calls: torch.Tensor | None = None  # (B,) float ("tool_calls"): real calls when tools ran
+    # With tools (task.tools): assistant turns, $ spent on tool calls, and each rollout's call log
+    # (workbench.tools.ToolCall dicts); `mask` then covers the model's own tokens only (tool results are 0).
+    turns: torch.Tensor | None = None  # (B,) float; None without tools (one turn each)
+    tool_cost: torch.Tensor | None = None  # (B,) float $
+    tool_log: list[list[dict[str, Any]]] | None = None
+    modes: list[str | None] | None = None  # ("modes") the mode each completion declared
+    mode_names: tuple[str, ...] = ()  # the task's modes, cheapest first
+    transcripts: list[str] | None = None  # with tools: completions with calls and results written out
     # (B,) float in [0, 1]: the task scorer's raw score (partial credit kept); None means `correct` is the score
     scores: torch.Tensor | None = None
     # Raw (unweighted) outputs of reward terms computed earlier in the list, by name; combiners read these.

@@ -14,6 +14,7 @@ gym: the reasoning-gym entry as JSON).
 from __future__ import annotations
 
 from workbench.config import PROMPT_STYLES, ConfigError, TaskConfig
+from workbench.tasks.agentic import MixedArithmeticTask
 from workbench.tasks.base import THINK_CLOSE, THINK_OPEN, Task, split_think
 from workbench.tasks.files import FileTask
 from workbench.tasks.gym import ArithmeticTask, ChainSumTask, CountdownTask, GymDatasetTask
@@ -26,6 +27,7 @@ TASKS: dict[str, type[Task]] = {
     "file": FileTask,
     "gym": GymDatasetTask,
     "hf": HFTask,
+    "mixed_arithmetic": MixedArithmeticTask,
 }
 
 
@@ -43,7 +45,19 @@ def build_task(cfg: TaskConfig) -> Task:
         raise ConfigError(
             f"task.prompt_style={cfg.prompt_style!r} is not valid; choose one of: {', '.join(PROMPT_STYLES)}"
         )
-    return TASKS[cfg.kind or cfg.name](cfg)
+    from workbench.tools import check_tools
+
+    try:
+        check_tools(list(cfg.tools))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.tool_timeout <= 0:
+        raise ConfigError(f"task.tool_timeout={cfg.tool_timeout} must be positive (seconds)")
+    if cfg.max_tool_calls < 1:
+        raise ConfigError(f"task.max_tool_calls={cfg.max_tool_calls} must be at least 1")
+    task = TASKS[cfg.kind or cfg.name](cfg)
+    task.tools = tuple(cfg.tools)
+    return task
 
 
 __all__ = [
@@ -56,6 +70,7 @@ __all__ = [
     "FileTask",
     "GymDatasetTask",
     "HFTask",
+    "MixedArithmeticTask",
     "Task",
     "build_task",
     "split_think",

@@ -68,6 +68,10 @@ class Task(ABC):
     """
 
     name: str = "task"
+    #: Tools the model may call in this task (`task.tools`; `workbench.tools`). Empty: plain generation.
+    tools: tuple[str, ...] = ()
+    #: Modes a completion may declare with a leading `[mode]` tag, cheapest first (`signals.completion_mode`).
+    modes: tuple[str, ...] = ()
 
     @abstractmethod
     def examples(self, split: str) -> list[dict[str, Any]]:
