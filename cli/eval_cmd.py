@@ -53,7 +53,7 @@ def _fmt(key: str, value: Any) -> str:
         return "-"
     if value == float("inf"):
         return "inf"
-    if "cost" in key:
+    if "cost" in key or "dollars" in key:
         return f"{value:.3e}"
     if "/length/" in key or "tokens" in key:
         return f"{value:.1f}"
@@ -75,6 +75,8 @@ def _cop(metrics: dict[str, Any]) -> Any:
     return v
 
 
+#: Per-group metrics (eval/by/<difficulty>/...): a table of their own, not rows of the main one.
+BY_PREFIX = "eval/by/"
 _REUSED = {"all": " (reused)", "samples": " (metrics recomputed from saved samples)", "none": ""}
 
 
@@ -90,17 +92,46 @@ def _print_one(console: Any, res: dict[str, Any]) -> None:
     table.add_column("value", justify="right")
     table.add_column("95% CI", justify="right")
     for key, value in m.items():
-        if key.endswith(("/ci_low", "/ci_high")):
+        if key.endswith(("/ci_low", "/ci_high")) or key.startswith(BY_PREFIX):
             continue
         if key == "eval/cost_of_pass":
             value = _cop(m)
         table.add_row(key, _fmt(key, value), _ci(m, key))
     console.print(table)
+    _print_groups(console, m)
     perf = res.get("perf") or {}
     if perf.get("tokens_per_s") and res.get("reused") == "none":
         console.print(f"[dim]{perf['completion_tokens']} completion tokens in {perf['generate_seconds']:.1f} s "
                       f"({perf['tokens_per_s']:.0f} tokens/s, backend {perf.get('backend')}, "
                       f"chunks of {perf.get('batch_size')})[/dim]")
+
+
+def _print_groups(console: Any, m: dict[str, Any]) -> None:
+    """eval/by/<group>/... (e.g. per difficulty) as one compact table: a row per group; intervals only for
+    accuracy (all of them are in metrics.json)."""
+    from rich import box
+    from rich.table import Table
+
+    groups = list(dict.fromkeys(k[len(BY_PREFIX):].split("/", 1)[0] for k in m if k.startswith(BY_PREFIX)))
+    if not groups:
+        return
+    first = BY_PREFIX + groups[0] + "/"
+    modes = [k[len(first) + len("modes/"):] for k in m if k.startswith(first + "modes/") and "/ci_" not in k]
+    cols = [("accuracy", "accuracy"), ("95% CI", None), ("$/correct", "cost_of_pass"),
+            ("calls", "tools/calls_per_problem"), *((mode, f"modes/{mode}") for mode in modes)]
+    cols = [(h, k) for h, k in cols if k is None or first + k in m]
+    table = Table(title="by group (eval/by/<group>/...; modes: share of samples)", box=box.SIMPLE_HEAD)
+    table.add_column("group", no_wrap=True)
+    for header, _ in cols:
+        table.add_column(header, justify="right", no_wrap=True)
+    for g in groups:
+        # the group's metrics under the plain eval/ names, so _fmt, _ci and _cop read them as they read the totals
+        head = f"{BY_PREFIX}{g}/"
+        sub = {"eval/" + k[len(head):]: v for k, v in m.items() if k.startswith(head)}
+        cells = [_ci(sub, "eval/accuracy") if k is None else
+                 _fmt("eval/" + k, _cop(sub) if k == "cost_of_pass" else sub.get("eval/" + k)) for _, k in cols]
+        table.add_row(g, *cells)
+    console.print(table)
 
 
 def _print_curve(console: Any, results: list[dict[str, Any]]) -> None:

@@ -11,6 +11,9 @@ prompt. How TRL (1.16) tokenizes, and how `rl eval` must therefore tokenize to m
 
 `training_prompt` builds the dataset value TRL receives, `render_prompt` the exact string, and
 `prompt_token_ids` the ids both paths generate from (tests check them against TRL's own `_tokenize_prompts`).
+
+With tools (`task.tools`), TRL renders the prompt with `tools=` (the environment's tool methods, whose schemas a
+real chat template writes into the prompt), so `rl eval` passes the same `tools` here.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ def training_prompt(prompt: str, use_chat_template: bool) -> Any:
     return [{"role": "user", "content": prompt}] if use_chat_template else prompt
 
 
-def render_prompt(tokenizer: Any, prompt: str, use_chat_template: bool) -> str:
-    """The prompt string the model continues (chat template applied when asked and available)."""
+def render_prompt(tokenizer: Any, prompt: str, use_chat_template: bool, tools: list[Any] | None = None) -> str:
+    """The prompt string the model continues (chat template applied when asked and available; `tools` rendered as
+    TRL renders them: `tools or None`)."""
     if use_chat_template and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(training_prompt(prompt, True), tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(training_prompt(prompt, True), tools=tools or None, tokenize=False,
+                                             add_generation_prompt=True)
     return prompt
 
 
@@ -35,9 +40,9 @@ def add_special_tokens(use_chat_template: bool, tokenizer: Any = None) -> bool:
     return not (use_chat_template and getattr(tokenizer, "chat_template", None))
 
 
-def prompt_token_ids(tokenizer: Any, prompt: str, use_chat_template: bool) -> list[int]:
+def prompt_token_ids(tokenizer: Any, prompt: str, use_chat_template: bool, tools: list[Any] | None = None) -> list[int]:
     """The token ids generation starts from, as TRL builds them."""
-    text = render_prompt(tokenizer, prompt, use_chat_template)
+    text = render_prompt(tokenizer, prompt, use_chat_template, tools)
     return list(tokenizer(text, add_special_tokens=add_special_tokens(use_chat_template, tokenizer))["input_ids"])
 
 

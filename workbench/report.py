@@ -40,7 +40,8 @@ from workbench.compare import (
 
 ACCURACY_METRICS = ("eval/pass@1", "eval/accuracy", "train/accuracy")
 LENGTH_METRICS = ("eval/length/mean", "length/mean")
-COST_METRICS = ("eval/cost/mean", "cost/mean")
+# Cost axis: cost of pass ($ per correct answer, the papers' measure; includes tool calls) when runs have it.
+COST_METRICS = ("eval/cost_of_pass", "eval/cost/mean", "cost/mean")
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
@@ -552,7 +553,9 @@ def render_report(comp: Comparison, samples_per_run: int = 12, command: str | No
     acc = first_present(comp, [m for m in comp.metrics if m in ACCURACY_METRICS] + list(ACCURACY_METRICS))
     pareto = {}
     for xs in (LENGTH_METRICS, COST_METRICS):
-        xm = first_present(comp, [m for m in comp.metrics if m in xs] + list(xs))
+        # the table's own metric first, except that cost of pass wins whenever runs have it
+        lead = [COST_METRICS[0]] if xs is COST_METRICS else []
+        xm = first_present(comp, lead + [m for m in comp.metrics if m in xs] + list(xs))
         if acc and xm:
             uri, front = pareto_plot(comp, xm, acc)
             names = ", ".join(f"#{i + 1}" for i in front) or "none"

@@ -323,6 +323,13 @@ def summarize_problems(
     alpha: float = 0.05,
     seed: int = 0,
     maj_subsamples: int | None = None,
+    tool_calls: Any = None,
+    tool_dollars: Any = None,
+    turns: Any = None,
+    modes: Sequence[Sequence[str | None]] | None = None,
+    mode_names: Sequence[str] = (),
+    groups: Sequence[str | None] | None = None,
+    prefix: str = "eval",
 ) -> dict[str, float | None]:
     """Flat metric dict for `rl eval` from per-sample arrays of shape (P problems, n samples).
 
@@ -331,13 +338,22 @@ def summarize_problems(
       eval/maj@{k} for k in maj_ks (default [n]; needs `answers`),
       eval/length/{mean,median,p90,correct_mean,incorrect_mean}, eval/truncation_rate,
       eval/entropy/{mean,think,answer} (per-sample mean token entropies; NaN entries ignored),
-      eval/cost/mean (per attempt), eval/cost_of_pass (total cost / total correct; inf if none correct).
+      eval/cost/mean (per attempt), eval/cost_of_pass (total cost / total correct; inf if none correct),
+      eval/tools/calls_per_problem (tool calls per attempt), eval/tools/dollars_mean ($ of tool calls per attempt),
+      eval/turns/mean (assistant turns per attempt) from `tool_calls`, `tool_dollars`, `turns`,
+      eval/modes/<mode> for each of `mode_names` and eval/modes/none (share of attempts declaring it; `modes` holds
+      each sample's mode or None),
+      eval/by/<group>/{accuracy, cost/mean, cost_of_pass, tools/calls_per_problem, modes/...} for each distinct
+      per-problem label in `groups` (e.g. difficulty; problems labelled None are in no group): the same statistics
+      on that group's problems alone, with their own intervals.
+    `prefix` replaces "eval" in every key.
     Every metric except length median/p90 also gets "<key>/ci_low" and "<key>/ci_high": a percentile
     bootstrap over problems (all statistics of one resample share the same problem indices), or for the
     proportions (accuracy, pass@k, maj@k, truncation rate) `proportion_interval` (Wilson where n = 1 or where
     the bootstrap collapses to a point). Per-problem
     values are pass_at_k(n, c_p, k), maj_at_k(answers_p, correct_p, k) and the problem's accuracy; pooled
-    statistics (length, entropy, cost) are recomputed as ratios of per-problem sums. Values that are
+    statistics (length, entropy, cost, tool calls, turns) are recomputed as ratios of per-problem sums; mode shares
+    are proportions (a per-problem share of samples, like accuracy). Values that are
     undefined (e.g. no correct samples for length/correct_mean) are None; eval/cost_of_pass (and its CI
     bounds) may be inf, which the caller must make JSON-safe.
     """
@@ -350,6 +366,7 @@ def summarize_problems(
     idx = _bootstrap_indices(P, n_boot, seed) if P > 0 else np.zeros((0, 0), dtype=np.int64)
 
     def put(key: str, value: float | None, ci: tuple[float, float] | None) -> None:
+        key = f"{prefix}/{key}"
         out[key] = _nan_to_none(value)
         if ci is not None:
             out[key + "/ci_low"], out[key + "/ci_high"] = _nan_to_none(ci[0]), _nan_to_none(ci[1])
@@ -368,10 +385,10 @@ def summarize_problems(
         put(key, value, _ratio_ci(num, den, idx, alpha) if P > 0 else (float("nan"), float("nan")))
 
     c_per_problem = corr.sum(axis=1)
-    per_problem("eval/accuracy", corr.mean(axis=1) if n > 0 else np.zeros(P))
+    per_problem("accuracy", corr.mean(axis=1) if n > 0 else np.zeros(P))
     for k in ks if ks is not None else default_ks(n):
         if 1 <= k <= n:
-            per_problem(f"eval/pass@{k}", np.array([pass_at_k(n, c, k) for c in c_per_problem]))
+            per_problem(f"pass@{k}", np.array([pass_at_k(n, c, k) for c in c_per_problem]))
 
     if answers is not None:
         if len(answers) != P or any(len(row) != n for row in answers):
@@ -382,36 +399,63 @@ def summarize_problems(
                 vals = np.array(
                     [maj_at_k(list(answers[p]), corr[p].tolist(), k, maj_subsamples, rng) for p in range(P)]
                 )
-                per_problem(f"eval/maj@{k}", vals)
+                per_problem(f"maj@{k}", vals)
 
     if lengths is not None:
         lens = _matrix("lengths", lengths, shape)
         stats = length_stats(lens.ravel(), corr.ravel())
         ones = np.full(P, float(n))
-        pooled_ratio("eval/length/mean", lens.sum(axis=1), ones)
-        put("eval/length/median", stats["median"], None)
-        put("eval/length/p90", stats["p90"], None)
-        pooled_ratio("eval/length/correct_mean", (lens * corr).sum(axis=1), c_per_problem.astype(float))
-        pooled_ratio("eval/length/incorrect_mean", (lens * ~corr).sum(axis=1), (n - c_per_problem).astype(float))
+        pooled_ratio("length/mean", lens.sum(axis=1), ones)
+        put("length/median", stats["median"], None)
+        put("length/p90", stats["p90"], None)
+        pooled_ratio("length/correct_mean", (lens * corr).sum(axis=1), c_per_problem.astype(float))
+        pooled_ratio("length/incorrect_mean", (lens * ~corr).sum(axis=1), (n - c_per_problem).astype(float))
     if truncated is not None:
         trunc = _matrix("truncated", truncated, shape, dtype=bool)
         # every problem has n samples, so the pooled rate is the mean of the per-problem rates: a proportion
-        per_problem("eval/truncation_rate", trunc.mean(axis=1) if n > 0 else np.zeros(P))
+        per_problem("truncation_rate", trunc.mean(axis=1) if n > 0 else np.zeros(P))
 
     for key, ent in (("mean", entropy), ("think", entropy_think), ("answer", entropy_answer)):
         if ent is not None:
             e = _matrix(f"entropy_{key}", ent, shape)
             finite = np.isfinite(e)
-            pooled_ratio(f"eval/entropy/{key}", np.where(finite, e, 0.0).sum(axis=1), finite.sum(axis=1).astype(float))
+            pooled_ratio(f"entropy/{key}", np.where(finite, e, 0.0).sum(axis=1), finite.sum(axis=1).astype(float))
 
     if costs is not None:
         cost = _matrix("costs", costs, shape)
-        pooled_ratio("eval/cost/mean", cost.sum(axis=1), np.full(P, float(n)))
+        pooled_ratio("cost/mean", cost.sum(axis=1), np.full(P, float(n)))
         cop = cost_of_pass(cost.ravel(), corr.ravel())
         ci = (
             _ratio_ci(cost.sum(axis=1), c_per_problem.astype(float), idx, alpha, zero_den=float("inf"))
             if P > 0
             else (float("nan"), float("nan"))
         )
-        put("eval/cost_of_pass", cop, ci)
+        put("cost_of_pass", cop, ci)
+
+    attempts = np.full(P, float(n))
+    for key, values in (("tools/calls_per_problem", tool_calls), ("tools/dollars_mean", tool_dollars),
+                        ("turns/mean", turns)):
+        if values is not None:
+            pooled_ratio(key, _matrix(key, values, shape).sum(axis=1), attempts)
+
+    if modes is not None and mode_names:
+        if len(modes) != P or any(len(row) != n for row in modes):
+            raise ValueError(f"modes must be {P} lists of {n} modes")
+        for mode in (*mode_names, None):
+            share = np.array([sum(m == mode for m in row) / n if n else 0.0 for row in modes], dtype=float)
+            per_problem(f"modes/{mode or 'none'}", share)
+
+    if groups is not None:
+        if len(groups) != P:
+            raise ValueError(f"groups must hold one label per problem ({P}), got {len(groups)}")
+        for label in sorted({str(g) for g in groups if g is not None}):
+            sel = [p for p in range(P) if groups[p] is not None and str(groups[p]) == label]
+
+            def pick(values: Any) -> Any:
+                return None if values is None else np.asarray(values, dtype=float)[sel]
+
+            out.update(summarize_problems(
+                corr[sel], costs=pick(costs), tool_calls=pick(tool_calls),
+                modes=[modes[p] for p in sel] if modes is not None else None, mode_names=mode_names,
+                ks=[], n_boot=n_boot, alpha=alpha, seed=seed, prefix=f"{prefix}/by/{label}"))
     return out

@@ -8,9 +8,17 @@ Planning checks every user input (overrides, k <= n, checkpoint names, the task,
 nothing; `execute` then evaluates each target into `<dir>/eval/<label>/`:
 
     samples.jsonl   one row per sample: problem, sample, prompt, target, completion, answer, score, correct,
-                    length, prompt_tokens, truncated, entropy, entropy_think, entropy_answer, think_tokens, cost
+                    length, prompt_tokens, truncated, entropy, entropy_think, entropy_answer, think_tokens, cost;
+                    with `difficulty` when the examples carry one, `mode` when the task has modes, and with tools
+                    transcript, context_tokens, tool_calls, num_tool_calls, turns, tool_dollars
     metrics.json    {"metrics": {"eval/...": ...}, "eval_config": {...}, "checkpoint", "step", ...}: written
                     last and atomically, so an interrupted evaluation never leaves a complete-looking result
+
+With `task.tools`, the model calls the tools for real, in the loop training runs (`generate.generate_with_tools`):
+`completion` is the model's own text (what is scored), `transcript` the text with calls and results, `length`
+the model's own tokens, `context_tokens` the tool-result tokens it read back, and `cost` is
+`signals.rollout_cost` (results at the prompt price, plus the calls' $ from `price.tools`), so cost of pass
+includes the tools.
 
 Re-running with the same `eval_config` reuses metrics.json; if only metric settings changed (k, maj_k, n_boot,
 prices) the metrics are recomputed from samples.jsonl without generating again; `force=True` regenerates.
@@ -134,6 +142,11 @@ def to_eval_config(data: dict[str, Any]) -> EvalRootConfig:
     check_model(cfg.model)
     _choice("task.prompt_style", cfg.task.prompt_style, PROMPT_STYLES)
     validate_eval(cfg.eval)
+    if cfg.task.tools and not cfg.model.use_chat_template:
+        raise ConfigError("task.tools needs model.use_chat_template=true: tool calls and their results are chat "
+                          "messages (as in rl train)")
+    if cfg.task.tools and cfg.eval.backend == "vllm":
+        raise ConfigError("task.tools: eval.backend=vllm does not run tools; use eval.backend=hf")
     return cfg
 
 
@@ -430,11 +443,36 @@ def eval_identity(plan: EvalPlan, target: Target) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- samples -> rows
 
 
-def sample_cost(prompt_tokens: int, completion_tokens: int, price: PriceConfig) -> float:
-    """$ of one attempt at the run's prices (`workbench.signals.token_cost`, the formula training uses)."""
-    from workbench.signals import token_cost
+def sample_cost(prompt_tokens: int, completion_tokens: int, price: PriceConfig, context_tokens: int = 0,
+                tool_dollars: float = 0.0) -> float:
+    """$ of one attempt at the run's prices: `workbench.signals.rollout_cost`, the formula training uses (prompt and
+    tool results read back at the prompt price, the model's tokens at the completion price, plus the tools' $;
+    without tools it is `token_cost`)."""
+    from workbench.signals import rollout_cost
 
-    return token_cost(prompt_tokens, completion_tokens, price.prompt_per_million, price.completion_per_million)
+    return rollout_cost(prompt_tokens, completion_tokens, context_tokens, tool_dollars, price.prompt_per_million,
+                        price.completion_per_million)
+
+
+def tool_prices(price: PriceConfig) -> dict[str, float]:
+    """$ per call by tool: `price.tools` over `workbench.tools.DEFAULT_TOOL_PRICES` (what the environments charge)."""
+    from workbench.tools import DEFAULT_TOOL_PRICES
+
+    return {**DEFAULT_TOOL_PRICES, **{k: float(v) for k, v in price.tools.items()}}
+
+
+def tool_settings(task: Any, price: PriceConfig) -> tuple[Callable[[], Any], int] | None:
+    """(environment factory, most tool-calling turns) when the task has tools, else None.
+
+    Timeout and turns come from the task's config (`task.tool_timeout`, `task.max_tool_calls`: TRL's
+    max_tool_calling_iterations in training); a task object without one uses TaskConfig's defaults."""
+    tools = tuple(getattr(task, "tools", ()) or ())
+    if not tools:
+        return None
+    from workbench.tools import environment_factory
+
+    cfg = getattr(task, "cfg", None) or TaskConfig()
+    return environment_factory(tools, price.tools, cfg.tool_timeout), int(cfg.max_tool_calls)
 
 
 def build_rows(samples: list[Any], examples: list[dict[str, Any]], task: Any, prompt_tokens: list[int],
@@ -442,10 +480,13 @@ def build_rows(samples: list[Any], examples: list[dict[str, Any]], task: Any, pr
     """samples.jsonl rows from generate.Sample objects, scored by the task's own scorer.
 
     `splitter` (a `workbench.signals.ThinkSplitter` for the model's tokenizer) finds the think/answer boundary;
-    without one there is no think phase information."""
-    from workbench.signals import phase_entropy
+    without one there is no think phase information. With tools (`Sample.tool_mask`), lengths, the think boundary
+    and entropies are over the model's own tokens only (tool results are read, not written)."""
+    from workbench.signals import assistant_turns, completion_mode, completion_transcript, phase_entropy
     from workbench.tasks.base import is_correct
+    from workbench.tools import ToolUsage
 
+    modes = tuple(getattr(task, "modes", ()) or ())
     rows = []
     seen: dict[int, int] = {}
     for s in samples:
@@ -453,9 +494,11 @@ def build_rows(samples: list[Any], examples: list[dict[str, Any]], task: Any, pr
         j = seen.get(s.problem, 0)
         seen[s.problem] = j + 1
         score = float(task.score(s.text, ex))
-        boundary = splitter.boundary(s.ids) if splitter is not None else None
+        tools_on = s.tool_mask is not None
+        own = [t for t, m in zip(s.ids, s.tool_mask) if m] if tools_on else s.ids
+        boundary = splitter.boundary(own) if splitter is not None else None
         ent, ent_think, ent_answer = phase_entropy(s.entropy, boundary)
-        rows.append({
+        row = {
             "problem": s.problem,
             "id": ex.get("id"),
             "sample": j,
@@ -465,26 +508,49 @@ def build_rows(samples: list[Any], examples: list[dict[str, Any]], task: Any, pr
             "answer": task.extract_answer(s.text),
             "score": score,
             "correct": is_correct(score),
-            "length": len(s.ids),
+            "length": len(own),
             "prompt_tokens": int(prompt_tokens[s.problem]),
             "truncated": bool(s.truncated),
             "entropy": ent,
             "entropy_think": ent_think,
             "entropy_answer": ent_answer,
             "think_tokens": boundary,
-            "cost": sample_cost(prompt_tokens[s.problem], len(s.ids), price),
-        })
+        }
+        if "difficulty" in ex:
+            row["difficulty"] = ex["difficulty"]
+        if modes:
+            row["mode"] = completion_mode(s.text, modes)
+        if tools_on:
+            usage = ToolUsage.of(s.calls)
+            row.update(transcript=completion_transcript(s.messages), context_tokens=len(s.ids) - len(own),
+                       tool_calls=list(s.calls), num_tool_calls=usage.calls, turns=assistant_turns(s.messages),
+                       tool_dollars=usage.dollars)
+        row["cost"] = sample_cost(row["prompt_tokens"], row["length"], price, row.get("context_tokens", 0),
+                                  row.get("tool_dollars", 0.0))
+        rows.append(row)
     return rows
 
 
 def reprice(rows: list[dict[str, Any]], price: PriceConfig) -> None:
+    """New prices on saved rows: token $ and, with tools, each call's $ from `price.tools` (what the environments
+    would have charged)."""
+    prices = tool_prices(price)
     for r in rows:
-        r["cost"] = sample_cost(r["prompt_tokens"], r["length"], price)
+        if r.get("tool_calls") is not None:
+            for call in r["tool_calls"]:
+                call["price"] = float(prices.get(call["name"], 0.0))
+            r["tool_dollars"] = float(sum(call["price"] for call in r["tool_calls"]))
+        r["cost"] = sample_cost(r["prompt_tokens"], r["length"], price, r.get("context_tokens", 0),
+                                r.get("tool_dollars", 0.0))
 
 
 def compute_metrics(rows: list[dict[str, Any]], num_problems: int, n: int, ks: list[int], maj_ks: list[int],
-                    n_boot: int | None = None, seed: int = 0) -> dict[str, float | None]:
-    """The eval/... metrics (with /ci_low, /ci_high) of samples.jsonl rows via metrics.summarize_problems."""
+                    n_boot: int | None = None, seed: int = 0, modes: tuple[str, ...] | list[str] = ()
+                    ) -> dict[str, float | None]:
+    """The eval/... metrics (with /ci_low, /ci_high) of samples.jsonl rows via metrics.summarize_problems.
+
+    Rows with tool fields add eval/tools/... and eval/turns/mean; `modes` (the task's) with rows carrying `mode`
+    add eval/modes/...; rows carrying `difficulty` add eval/by/<difficulty>/... (see summarize_problems)."""
     import numpy as np
 
     from workbench.evaluation.metrics import N_BOOT, summarize_problems
@@ -496,10 +562,15 @@ def compute_metrics(rows: list[dict[str, Any]], num_problems: int, n: int, ks: l
     missing = sum(cell is None for row in grid for cell in row)
     if missing:
         raise ValueError(f"{missing} of {P * n} samples are missing")
+    cells = [c for row in grid for c in row]
+
+    def has(key: str) -> bool:
+        return bool(cells) and all(key in c for c in cells)
 
     def mat(key: str, dtype: Any = float) -> Any:
         return np.array([[np.nan if c[key] is None else c[key] for c in row] for row in grid], dtype=dtype)
 
+    tools_on = has("num_tool_calls")
     return summarize_problems(
         correct=mat("correct", bool),
         answers=[[c["answer"] for c in row] for row in grid],
@@ -513,6 +584,12 @@ def compute_metrics(rows: list[dict[str, Any]], num_problems: int, n: int, ks: l
         maj_ks=maj_ks,
         n_boot=N_BOOT if n_boot is None else n_boot,
         seed=seed,
+        tool_calls=mat("num_tool_calls") if tools_on else None,
+        tool_dollars=mat("tool_dollars") if tools_on else None,
+        turns=mat("turns") if tools_on else None,
+        modes=[[c["mode"] for c in row] for row in grid] if modes and has("mode") else None,
+        mode_names=tuple(modes),
+        groups=[row[0]["difficulty"] for row in grid] if has("difficulty") else None,
     )
 
 
@@ -529,32 +606,51 @@ def _progress_bar(enabled: bool, total: int, label: str):
     return bar.update, bar.close
 
 
-def prompt_token_counts(tokenizer: Any, prompts: list[str], use_chat_template: bool) -> list[int]:
+def prompt_token_counts(tokenizer: Any, prompts: list[str], use_chat_template: bool,
+                        tools: list[Any] | None = None) -> list[int]:
     from workbench.prompts import prompt_token_ids
 
-    return [len(prompt_token_ids(tokenizer, p, use_chat_template)) for p in prompts]
+    return [len(prompt_token_ids(tokenizer, p, use_chat_template, tools)) for p in prompts]
+
+
+def _prompt_tools(tools: tuple[Callable[[], Any], int] | None) -> list[Any] | None:
+    """The tool functions prompts are rendered with (those of one environment: every environment offers the same)."""
+    if tools is None:
+        return None
+    from workbench.tools import tool_functions
+
+    return tool_functions(tools[0]())
 
 
 def generate_hf(model: Any, tokenizer: Any, prompts: list[str], e: EvalConfig, use_chat_template: bool,
-                progress: Callable[[int], None] | None = None) -> tuple[list[Any], int]:
-    """Batched sampling (left padding, KV cache, chunks fitted to memory) with per-token entropy.
+                progress: Callable[[int], None] | None = None, examples: list[dict[str, Any]] | None = None,
+                tools: tuple[Callable[[], Any], int] | None = None) -> tuple[list[Any], int]:
+    """Batched sampling (left padding, KV cache, chunks fitted to memory) with per-token entropy; with `tools`
+    (`tool_settings`) the multi-turn tool loop on `examples` (`generate.generate_with_tools`).
 
     Returns (samples, chunk size used)."""
-    from workbench.evaluation.generate import fit_batch_size, sample
+    from workbench.evaluation.generate import fit_batch_size, generate_with_tools, sample
 
-    longest = max(prompt_token_counts(tokenizer, prompts[:64], use_chat_template) or [0])
-    batch = fit_batch_size(model, e.batch_size, longest + int(e.max_new_tokens))
-    samples = sample(model, tokenizer, prompts, n=e.n, temperature=e.temperature, max_new_tokens=int(e.max_new_tokens),
-                     batch_size=batch, use_chat_template=use_chat_template, with_entropy=True, seed=e.seed,
-                     progress=progress)
-    return samples, batch
+    longest = max(prompt_token_counts(tokenizer, prompts[:64], use_chat_template, _prompt_tools(tools)) or [0])
+    batch = fit_batch_size(model, e.batch_size, longest + int(e.max_new_tokens))  # tool results count in the budget
+    common = dict(n=e.n, temperature=e.temperature, max_new_tokens=int(e.max_new_tokens), batch_size=batch,
+                  use_chat_template=use_chat_template, with_entropy=True, seed=e.seed, progress=progress)
+    if tools is not None:
+        make_env, max_tool_calls = tools
+        assert examples is not None, "the tool loop needs the examples (environments are reset on them)"
+        return generate_with_tools(model, tokenizer, examples, make_env, max_tool_calls=max_tool_calls,
+                                   **common), batch
+    return sample(model, tokenizer, prompts, **common), batch
 
 
 def generate_rows(model: Any, tokenizer: Any, task: Any, examples: list[dict[str, Any]], e: EvalConfig,
                   price: PriceConfig, use_chat_template: bool, progress: Callable[[int], None] | None = None,
                   backend: str = "hf", model_path: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Sample e.n completions per example, score them and return (rows, perf)."""
+    """Sample e.n completions per example (with the task's tools, if any), score them and return (rows, perf)."""
     prompts = [x["prompt"] for x in examples]
+    tools = tool_settings(task, price)
+    if tools is not None and backend == "vllm":
+        raise ConfigError("task.tools: eval.backend=vllm does not run tools; use eval.backend=hf")
     start = time.perf_counter()
     if backend == "vllm":
         from workbench.evaluation import vllm_backend
@@ -564,13 +660,13 @@ def generate_rows(model: Any, tokenizer: Any, task: Any, examples: list[dict[str
                                       use_chat_template=use_chat_template)
         batch = None
     else:
-        samples, batch = generate_hf(model, tokenizer, prompts, e, use_chat_template, progress)
+        samples, batch = generate_hf(model, tokenizer, prompts, e, use_chat_template, progress, examples, tools)
     seconds = time.perf_counter() - start
-    counts = prompt_token_counts(tokenizer, prompts, use_chat_template)
+    counts = prompt_token_counts(tokenizer, prompts, use_chat_template, _prompt_tools(tools))
     from workbench.signals import ThinkSplitter
 
     rows = build_rows(samples, examples, task, counts, price, ThinkSplitter(tokenizer))
-    tokens = sum(r["length"] for r in rows)
+    tokens = sum(r["length"] for r in rows)  # the model's own tokens
     perf = {
         "backend": backend,
         "batch_size": batch,
@@ -595,7 +691,8 @@ def evaluate_model(model: Any, tokenizer: Any, task: Any, examples: list[dict[st
     validate_eval(e)
     price = price or PriceConfig()
     rows, perf = generate_rows(model, tokenizer, task, examples, e, price, use_chat_template, progress)
-    metrics = compute_metrics(rows, len(examples), e.n, e.k or default_ks(e.n), e.maj_k or [e.n], e.n_boot, e.seed)
+    metrics = compute_metrics(rows, len(examples), e.n, e.k or default_ks(e.n), e.maj_k or [e.n], e.n_boot, e.seed,
+                              tuple(getattr(task, "modes", ()) or ()))
     metrics["perf/tokens_per_s"] = perf["tokens_per_s"]
     return metrics, rows
 
@@ -688,7 +785,8 @@ def evaluate_target(plan: EvalPlan, target: Target, force: bool = False, progres
         perf = {**perf, "threads": threads, "threads_why": why}
         del model
 
-    metrics = compute_metrics(rows, P, e.n, e.k, e.maj_k, e.n_boot, e.seed)
+    modes = tuple(getattr(plan.task, "modes", ()) or ())
+    metrics = compute_metrics(rows, P, e.n, e.k, e.maj_k, e.n_boot, e.seed, modes)
     doc = {
         "checkpoint": target.label,
         "step": target.step,

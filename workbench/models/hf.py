@@ -20,6 +20,27 @@ from workbench.config import ConfigError, ModelConfig
 _TRUE = ("1", "true", "yes", "on")
 
 
+def load_tokenizer(source: str | Path, **kwargs: Any) -> Any:
+    """`AutoTokenizer.from_pretrained`, except for a folder holding the tiny model's character tokenizer (a WordLevel
+    tokenizer.json): that one loads as the plain fast tokenizer it was saved as. Why: AutoTokenizer picks the class from
+    config.json's model_type (Qwen2Tokenizer for the Qwen2-style tiny model), which rebuilds the pre-tokenizer and
+    drops spaces and newlines ("a b\nc" -> 3 tokens), while warm start and RL tokenize them."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    spec = Path(source) / "tokenizer.json"
+    if spec.is_file():
+        import json
+
+        try:
+            kind = json.loads(spec.read_text()).get("model", {}).get("type")
+        except (OSError, ValueError):
+            kind = None
+        if kind == "WordLevel":
+            kwargs.pop("local_files_only", None)
+            return PreTrainedTokenizerFast.from_pretrained(source, **kwargs)
+    return AutoTokenizer.from_pretrained(source, **kwargs)
+
+
 def offline() -> bool:
     """True when the user asked the Hugging Face libraries not to use the network."""
     return any(os.environ.get(var, "").strip().lower() in _TRUE for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
@@ -67,7 +88,7 @@ def _one_line(exc: BaseException) -> str:
 
 def load_hf(cfg: ModelConfig, padding_side: str = "left") -> tuple[Any, Any, dict[str, Any]]:
     """The `hf` branch of `load_model_and_tokenizer`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from workbench.models import torch_dtype
 
@@ -93,7 +114,7 @@ def load_hf(cfg: ModelConfig, padding_side: str = "left") -> tuple[Any, Any, dic
                 f"(download it on a machine with network, or point model.name_or_path at a local directory)"
             )
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, padding_side=padding_side)
+            tokenizer = load_tokenizer(source, local_files_only=local_only, padding_side=padding_side)
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local_only)
             break
         # Missing files, an unknown architecture, corrupt weights...: all user-facing, reported in one line.

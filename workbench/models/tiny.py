@@ -45,7 +45,6 @@ import torch.nn.functional as F
 from filelock import FileLock
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
-    AutoTokenizer,
     GenerationConfig,
     PreTrainedTokenizerFast,
     Qwen2Config,
@@ -725,7 +724,9 @@ def load_tiny(
     dtype = torch_dtype(cfg.dtype)
     start = time.perf_counter()
     path, hit = ensure_cached(cache_root, cfg.tiny, task, progress=progress)
-    tokenizer = AutoTokenizer.from_pretrained(path, padding_side=padding_side)
+    from workbench.models.hf import load_tokenizer
+
+    tokenizer = load_tokenizer(path, padding_side=padding_side)
     if tokenizer.chat_template == TOOL_CHAT_TEMPLATE:
         tokenizer.response_template = TOOL_RESPONSE_TEMPLATE
     with _quiet_transformers():
