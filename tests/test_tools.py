@@ -101,7 +101,9 @@ def test_mixed_arithmetic_splits_difficulty_and_scores_the_models_own_answer():
     task = build_task(TaskConfig(name="mixed_arithmetic", tools=["calculator"], train_size=400, eval_size=100))
     train, evals = task.examples("train"), task.examples("eval")
     assert {ex["difficulty"] for ex in train} == {"easy", "hard"}
-    assert not {ex["expression"] for ex in train} & {ex["expression"] for ex in evals}
+    hard_eval = {ex["expression"] for ex in evals if ex["difficulty"] == "hard"}
+    assert hard_eval and not {ex["expression"] for ex in train} & hard_eval
+    assert {ex["difficulty"] for ex in evals} == {"easy", "hard"}
     hard = next(ex for ex in train if ex["difficulty"] == "hard")
     a, b = (int(x) for x in hard["expression"].split("*"))
     assert hard["answer"] == str(a * b) and 100 <= a <= 999 and 10 <= b <= 99
@@ -237,3 +239,20 @@ def test_transcript_shows_calls_and_results():
         {"type": "function", "function": {"name": "expert", "arguments": {"question": "2*3"}}}]},
         {"role": "tool", "name": "expert", "content": "6"}, {"role": "assistant", "content": "6"}]
     assert completion_transcript(msgs) == "[agentic]<call>expert question=2*3</call><result>6</result>6"
+
+
+def test_tool_runs_need_a_tool_calling_chat_template():
+    from importlib.resources import files
+
+    from workbench.models.tiny import CHAT_TEMPLATE
+    from workbench.tools import check_tool_template
+
+    tok = build_tokenizer("")
+    assert tok.chat_template == CHAT_TEMPLATE  # plain concatenation: drops tool calls
+    with pytest.raises(ConfigError, match="cannot render tool calls"):
+        check_tool_template(tok, "tiny-plain")
+    # a Qwen2.5-Instruct chat template (TRL ships a copy) renders tools, and TRL knows how to parse its calls
+    tok.chat_template = files("trl").joinpath("chat_templates/qwen2_5.jinja").read_text()
+    check_tool_template(tok, "qwen2.5")
+    assert tok.response_template is not None
+    check_tool_template(build_tokenizer("", tools=True), "tiny")

@@ -237,3 +237,22 @@ class ToolUsage:
             usage.dollars += float(c["price"])
             usage.by_tool[c["name"]] = usage.by_tool.get(c["name"], 0) + 1
         return usage
+
+
+def check_tool_template(tokenizer: Any, label: str) -> None:
+    """With task.tools, the chat template must render tool calls and TRL must be able to parse them back; say so
+    in one line before a run directory exists (TRL would fail later, inside the trainer's constructor)."""
+    from trl.chat_template_utils import add_response_schema, supports_tool_calling
+
+    from workbench.config import ConfigError
+
+    if not supports_tool_calling(tokenizer):
+        raise ConfigError(f"task.tools: the chat template of model {label!r} cannot render tool calls and results; "
+                          "use a tool-calling chat model (e.g. model=qwen2.5-0.5b-instruct) or model=tiny")
+    if getattr(tokenizer, "response_template", None) is None and getattr(tokenizer, "response_schema", None) is None:
+        try:
+            add_response_schema(tokenizer)
+        except ValueError:
+            raise ConfigError(f"task.tools: TRL cannot parse tool calls from model {label!r} (no response template "
+                              "for its chat template); use a Qwen2.5/Qwen3/Llama-3.1 instruct model or model=tiny"
+                              ) from None

@@ -92,7 +92,12 @@ def prepare(cfg: TrainConfig, progress: bool = True, checked=None) -> Prepared:
 
     c = checked if checked is not None else check_train(cfg)
     model, tokenizer, info = load_model_and_tokenizer(cfg.model, c.task, progress=progress)
+    if cfg.task.tools:
+        from workbench.tools import check_tool_template
+
+        check_tool_template(tokenizer, cfg.model.name_or_path or cfg.model.kind)
     return Prepared(c, model, tokenizer, info)
+
 
 
 def _evaluate(cfg, model, tokenizer, task, eval_examples, args, seed: int, label: str | None = None) -> dict[str, float]:

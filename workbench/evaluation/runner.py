@@ -725,13 +725,13 @@ def _load_model(plan: EvalPlan, target: Target):
     from workbench.models import load_model_and_tokenizer
 
     if plan.cfg.eval.backend == "vllm":
-        from transformers import AutoTokenizer
+        from workbench.models.hf import load_tokenizer
 
         path = target.model.name_or_path if target.model.kind == "hf" else None
         if path is None:  # the tiny model: build/load it once to get its cache folder
             _, tok, info = load_model_and_tokenizer(target.model, plan.task, progress=False)
             return None, tok, info["cache_path"]
-        return None, AutoTokenizer.from_pretrained(path, padding_side="left"), path
+        return None, load_tokenizer(path, padding_side="left"), path
     from transformers.utils import logging as hf_logging
 
     bar = hf_logging.is_progress_bar_enabled()
@@ -741,6 +741,10 @@ def _load_model(plan: EvalPlan, target: Target):
     finally:
         if bar:
             hf_logging.enable_progress_bar()
+    if getattr(plan.task, "tools", ()):
+        from workbench.tools import check_tool_template
+
+        check_tool_template(tokenizer, target.model.name_or_path or target.model.kind)
     import torch
 
     if torch.cuda.is_available():

@@ -16,6 +16,7 @@ which mode, and which tool, is worth its cost on which problem. Agentic traces a
 exactly the token layout TRL builds during RL (``workbench.models.tiny``).
 
 Examples carry ``difficulty`` (easy | hard), so ``rl eval`` reports accuracy, cost and mode shares per difficulty.
+Held-out hard problems never occur in training; the ~200 easy ones all do (see ``_generate``).
 Scoring: the last number after ``</think>`` (or in the whole answer without think tags) of the model's own text;
 tool results are not model text and never count as an answer.
 """
@@ -112,14 +113,18 @@ class MixedArithmeticTask(Task):
         cfg = self.cfg
         rng = random.Random(cfg.seed)
         train = [self._example(*self._problem(rng)) for _ in range(cfg.train_size)]
-        seen = {ex["expression"] for ex in train}
+        # Hard problems in eval are never in train. Easy ones are drawn from only ~200 one-digit sums and
+        # differences, which a training set of any size covers, so eval keeps them (distinct within eval): the easy
+        # half measures whether the model answers what it knows at once, not generalisation.
+        seen_train = {ex["expression"] for ex in train if ex["difficulty"] == "hard"}
+        seen: set[str] = set()
         rng = random.Random(cfg.seed + EVAL_SEED_OFFSET)
         evals: list[dict[str, Any]] = []
         tries = 0
         while len(evals) < cfg.eval_size and tries < 100 * cfg.eval_size + 1000:
             tries += 1
             ex = self._example(*self._problem(rng))
-            if ex["expression"] not in seen:
+            if ex["expression"] not in seen and ex["expression"] not in seen_train:
                 seen.add(ex["expression"])
                 evals.append(ex)
         if len(evals) < cfg.eval_size:
