@@ -468,6 +468,10 @@ def _summary(run: RunDir, cfg: TrainConfig, start: dict, end: dict, seconds: flo
         "eval/accuracy_start/ci_low": start.get("eval/accuracy/ci_low"),
         "eval/accuracy_start/ci_high": start.get("eval/accuracy/ci_high"),
         "eval/length/mean_start": start.get("eval/length/mean"),
+        # with tools / modes: the start values of the cost measures the summary table shows
+        **{f"{k}_start": v for k, v in start.items()
+           if k in ("eval/cost_of_pass", "eval/tools/calls_per_problem") or
+           (k.startswith("eval/modes/") and not k.endswith(("/ci_low", "/ci_high")))},
         **{k: v for k, v in end.items() if not k.endswith(("/ci_low", "/ci_high")) or k.startswith("eval/accuracy/")},
         # means over the last 10 logged steps: less noisy than the last step alone
         "train/reward": tail_mean("train/reward"),
@@ -502,6 +506,16 @@ def print_summary(summary: dict[str, Any]) -> None:
     table.add_row("completion length (length/mean)", "", fmt(summary.get("length/mean"), ".1f"))
     table.add_row("token entropy (entropy/mean)", "", fmt(summary.get("entropy/mean")))
     table.add_row("cost per rollout, $ (cost/mean)", "", fmt(summary.get("cost/mean"), ".2e"))
+    if "eval/tools/calls_per_problem" in summary:  # tools ran: the papers' cost measures, held out
+        table.add_row("held-out cost of pass, $ (eval/cost_of_pass)", fmt(summary.get("eval/cost_of_pass_start"), ".2e"),
+                      fmt(summary.get("eval/cost_of_pass"), ".2e"))
+        table.add_row("held-out tool calls per problem", fmt(summary.get("eval/tools/calls_per_problem_start"), ".2f"),
+                      fmt(summary.get("eval/tools/calls_per_problem"), ".2f"))
+    modes = [k.rsplit("/", 1)[1] for k in summary
+             if k.startswith("eval/modes/") and k.count("/") == 2 and not k.endswith("_start")]
+    for mode in modes:
+        table.add_row(f"held-out share of mode {mode}", fmt(summary.get(f"eval/modes/{mode}_start"), ".2f"),
+                      fmt(summary.get(f"eval/modes/{mode}"), ".2f"))
     table.add_row("steps / seconds", "", f"{summary['steps']} / {summary['train_seconds']:.0f}")
     console.print(table)
     console.print(f"run directory: [bold]{summary['run_dir']}[/bold]")
