@@ -256,3 +256,23 @@ def test_tool_runs_need_a_tool_calling_chat_template():
     check_tool_template(tok, "qwen2.5")
     assert tok.response_template is not None
     check_tool_template(build_tokenizer("", tools=True), "tiny")
+
+
+def test_a_saved_tiny_tokenizer_loads_back_with_spaces_and_newlines(tmp_path):
+    """AutoTokenizer picks Qwen2Tokenizer from a Qwen2 config.json and drops whitespace; the tool template's turn
+    header is a newline, so the tiny model's folders load through `load_tokenizer`."""
+    from transformers import AutoTokenizer
+
+    from workbench.config import TinyModelConfig
+    from workbench.models.hf import load_tokenizer
+    from workbench.models.tiny import build_model
+
+    tok = build_tokenizer("", tools=True)
+    build_model(TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64),
+                tok).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    text = "12+3=\n[reasoning]<think>12+3=15. ok</think>15"
+    assert len(AutoTokenizer.from_pretrained(tmp_path)(text)["input_ids"]) < len(tok(text)["input_ids"])  # the trap
+    again = load_tokenizer(tmp_path, padding_side="left")
+    assert again(text)["input_ids"] == tok(text)["input_ids"] and again.decode(again(text)["input_ids"]) == text
+    assert again.chat_template == TOOL_CHAT_TEMPLATE
