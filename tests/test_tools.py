@@ -276,3 +276,19 @@ def test_a_saved_tiny_tokenizer_loads_back_with_spaces_and_newlines(tmp_path):
     again = load_tokenizer(tmp_path, padding_side="left")
     assert again(text)["input_ids"] == tok(text)["input_ids"] and again.decode(again(text)["input_ids"]) == text
     assert again.chat_template == TOOL_CHAT_TEMPLATE
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.use_chat_template=false", "task.tools needs model.use_chat_template=true"),
+    ("algo=rloo", "task.tools: tool calls run in TRL's GRPOTrainer only; use algo=grpo"),
+    ("task.tools=[calculator,web]", "task.tools: unknown tool 'web'; choose from: calculator, expert"),
+    ("task.max_tool_calls=0", "task.max_tool_calls=0 must be at least 1"),
+])
+def test_tool_settings_are_checked_before_a_run_starts(override, message):
+    from workbench.checks import check_train
+    from workbench.compose import compose
+    from workbench.config import to_train_config
+
+    cfg = to_train_config(compose("train", ["experiment=agentic_plain", override]))
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        check_train(cfg)
