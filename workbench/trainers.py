@@ -479,7 +479,7 @@ class ShapedRLOOTrainer(ShapingMixin, RLOOTrainer):
 
 # ----------------------------------------------------------------------------------------------- callbacks
 
-_NAMESPACES = ("train/", "eval/", "length/", "entropy/", "cost/", "shaping/", "perf/")
+_NAMESPACES = ("train/", "eval/", "length/", "entropy/", "cost/", "shaping/", "perf/", "tools/", "modes/", "turns/")
 _RENAME = {
     "entropy": "entropy/mean",
     "step_time": "perf/step_time",
