@@ -144,6 +144,10 @@ def _print_curve(console: Any, results: list[dict[str, Any]]) -> None:
     cols = [("accuracy", "eval/accuracy"), ("95% CI", None), (pass_key and pass_key[5:], pass_key),
             (maj_key and maj_key[5:], maj_key), ("length", "eval/length/mean"), ("trunc", "eval/truncation_rate"),
             ("entropy", "eval/entropy/mean"), ("$/correct", "eval/cost_of_pass")]
+    if "eval/tools/calls_per_problem" in m0:  # tools ran: calls, and the share of each mode the task has
+        cols.append(("calls", "eval/tools/calls_per_problem"))
+    cols += [(k[len("eval/modes/"):], k) for k in m0
+             if k.startswith("eval/modes/") and k.count("/") == 2 and not k.endswith("/none")]
     cols = [(h, k) for h, k in cols if h]
     r0 = results[0]
     table = Table(title=f"rl eval: {len(results)} models, {r0['num_problems']} problems x {r0['n']} samples",
