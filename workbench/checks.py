@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.config import ConfigError, TrainConfig, _coerce, check_range, check_ranges
+from workbench.config import ConfigError, TrainConfig, _coerce, check_range, check_ranges, check_tool_chat
 
 # (lowest allowed, whether the lowest itself is allowed, highest allowed or None) for TRL keys that have a range.
 # max_steps is special: -1 (TRL's "train for num_train_epochs") or >= 1.
@@ -169,9 +169,7 @@ def check_train(cfg: TrainConfig, with_task: bool = True, new_run: bool = True) 
         raise ConfigError("regularizer: loss-side terms (clip_cov, kl_cov, siren) work with algo=grpo only")
     args = trl_arguments(cfg, reward_terms, regularizers)
     task, train_examples, eval_examples = None, [], []
-    if cfg.task.tools and not cfg.model.use_chat_template:
-        raise ConfigError("task.tools needs model.use_chat_template=true: tool calls and their results are chat "
-                          "messages (the tiny model gets a tool chat template of its own)")
+    check_tool_chat(cfg.task, cfg.model)
     if with_task:
         from workbench.tasks import build_task
 

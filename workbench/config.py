@@ -327,6 +327,13 @@ def check_ranges(cfg: TrainConfig) -> None:
         check_range(key, value, low, low_ok, high)
 
 
+def check_tool_chat(task: TaskConfig, model: ModelConfig) -> None:
+    """Tools need the chat path (shared by rl train and rl eval): calls and results are chat messages."""
+    if task.tools and not model.use_chat_template:
+        raise ConfigError("task.tools needs model.use_chat_template=true: tool calls and their results are chat "
+                          "messages (the tiny model gets a tool chat template of its own)")
+
+
 def check_model(model: ModelConfig) -> None:
     """Choices and required keys of the model group (shared by rl train and rl eval)."""
     _check_choice("model.kind", model.kind, MODEL_KINDS)

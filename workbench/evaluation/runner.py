@@ -49,6 +49,7 @@ from workbench.config import (
     PriceConfig,
     TaskConfig,
     check_model,
+    check_tool_chat,
     from_dict,
 )
 from workbench.runs import RunDir, atomic_write_json, atomic_write_text, now_iso, read_json, read_jsonl, sanitize_name
@@ -142,9 +143,7 @@ def to_eval_config(data: dict[str, Any]) -> EvalRootConfig:
     check_model(cfg.model)
     _choice("task.prompt_style", cfg.task.prompt_style, PROMPT_STYLES)
     validate_eval(cfg.eval)
-    if cfg.task.tools and not cfg.model.use_chat_template:
-        raise ConfigError("task.tools needs model.use_chat_template=true: tool calls and their results are chat "
-                          "messages (as in rl train)")
+    check_tool_chat(cfg.task, cfg.model)
     if cfg.task.tools and cfg.eval.backend == "vllm":
         raise ConfigError("task.tools: eval.backend=vllm does not run tools; use eval.backend=hf")
     return cfg

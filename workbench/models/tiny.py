@@ -53,6 +53,7 @@ from transformers import (
 
 from workbench.config import VERBOSE_STYLES, ConfigError, ModelConfig, TinyModelConfig
 from workbench.progress import num_cores
+from workbench.signals import completion_transcript
 from workbench.tasks.base import THINK_CLOSE, THINK_OPEN, Task, padded_trace
 
 # Bump when the build recipe (tokenizer, architecture, warm-start loop) changes, so stale caches miss.
@@ -163,19 +164,6 @@ def build_tokenizer(
 
 def uses_tools(task: Task) -> bool:
     return bool(getattr(task, "tools", ()))
-
-
-def trace_plain(trace: Any) -> str:
-    """A warm-start trace's characters: the text itself, or a message trace's contents, tool names and arguments."""
-    if isinstance(trace, str):
-        return trace
-    parts: list[str] = []
-    for m in trace:
-        parts.append(str(m.get("content") or ""))
-        for tc in m.get("tool_calls") or []:
-            f = tc.get("function", tc)
-            parts.append(str(f["name"]) + "".join(f" {k}={v}" for k, v in (f.get("arguments") or {}).items()))
-    return "".join(parts)
 
 
 def encode_example(tokenizer: PreTrainedTokenizerFast, prompt: str, trace: Any, tools: bool
@@ -320,10 +308,10 @@ def collect_task_material(task: Task, tiny: TinyModelConfig) -> TaskMaterial:
             raise ConfigError(
                 f"model=tiny needs a task that provides warm-start traces; task '{name}' does not (use model=hf)"
             )
-        for text in (str(ex["prompt"]), *map(trace_plain, traces)):
+        # a message trace (tool calls) as text, with its calls and results written out (the markup is ASCII)
+        for text in (str(ex["prompt"]), *map(completion_transcript, traces)):
             chars.update(text.replace(THINK_OPEN, "").replace(THINK_CLOSE, ""))
-        # a message trace also holds the template's markup (<call>, <result>, ...): ~40 characters per turn
-        longest = max(longest, *(len(trace_plain(t)) + (0 if isinstance(t, str) else 40 * len(t)) for t in traces))
+        longest = max(longest, *(len(completion_transcript(t)) for t in traces))
         record = [str(ex["prompt"]), str(ex["answer"])]
         if i < FINGERPRINT_TRACES:  # a change in the trace format changes the key
             record += traces
