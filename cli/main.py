@@ -5,6 +5,7 @@ torch and trl are imported inside the commands, never at module level, so `rl --
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -85,16 +86,38 @@ def train(
         typer.Option("--resume", help="Continue RUN_DIR from its last checkpoint (same config, same W&B run id)."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    num_processes: Annotated[
+        Optional[int],
+        typer.Option("--num-processes", min=1, help="Train on N processes (GPUs; gloo on CPU) through accelerate launch: "
+                     "one run directory, ranks stop together on SIGTERM. Same as launch.num_processes=N."),
+    ] = None,
+    accelerate_config: Annotated[
+        Optional[str],
+        typer.Option("--accelerate-config", help="With --num-processes: ddp (default) | fsdp2 | zero2 | zero3 "
+                     "(conf/accelerate/) or a path to an accelerate config yaml. Same as launch.accelerate_config=."),
+    ] = None,
 ) -> None:
     """Train a policy with GRPO (or RLOO) and the selected shaping terms; prints a summary at the end."""
-    overrides = list(overrides or [])
+    from workbench.launch import record_exit_code
+
+    with record_exit_code():  # in a worker of --num-processes: tell the supervisor how this rank ended
+        _train_command(list(overrides or []), name, dry_run, resume, quiet, num_processes, accelerate_config)
+
+
+def _train_command(overrides: list[str], name: str | None, dry_run: bool, resume: Path | None, quiet: bool,
+                   num_processes: int | None, accelerate_config: str | None) -> None:
     from workbench.compose import compose
     from workbench.config import to_train_config
 
+    if num_processes is not None:
+        overrides.append(f"launch.num_processes={num_processes}")
+    if accelerate_config is not None:
+        overrides.append(f"launch.accelerate_config={accelerate_config}")
     try:
         if resume is not None:
             if overrides or name:
-                fail("--resume takes no overrides or --name: a resumed run keeps its own config")
+                fail("--resume takes no overrides, --name, --num-processes or --accelerate-config: a resumed run "
+                     "keeps its own config")
             from workbench.runs import RunDir, load_run_config
 
             run = RunDir.open(resume)
@@ -110,16 +133,33 @@ def train(
             if name is not None:
                 data["name"] = name
             cfg = to_train_config(data)
+        from workbench.launch import launched
+
+        supervise = cfg.launch.num_processes > 1 and not launched()
+        if dry_run or supervise:
+            from workbench.checks import check_train
+
+            check_train(cfg, new_run=resume is None)  # the checks a real run makes before it loads the model
+        if supervise or (dry_run and cfg.launch.num_processes > 1):
+            from workbench.parallel import check_accelerate_config
+
+            config_file = check_accelerate_config(cfg.launch.accelerate_config, cfg.launch.num_processes)
         if dry_run:
             import yaml
 
-            from workbench.checks import check_train
             from workbench.config import to_dict
 
-            check_train(cfg, new_run=resume is None)  # the checks a real run makes before it loads the model
             typer.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False), nl=False)
+            if cfg.launch.num_processes > 1:
+                typer.echo(f"launch: {cfg.launch.num_processes} processes, accelerate config {config_file}", err=True)
             typer.echo("dry run: config valid; nothing written", err=True)
             return
+        if supervise:  # N workers run this same command; this process forwards signals and reports their exit code
+            from workbench import launch
+
+            args = [*overrides, *(["--name", name] if name else []), *(["--resume", str(resume)] if resume else []),
+                    *(["--quiet"] if quiet else [])]
+            raise typer.Exit(launch.run(args, cfg.launch.num_processes, config_file))
         from workbench.train import print_summary, train as run_train
 
         run = run_train(cfg, overrides, argv=["rl", *sys.argv[1:]], resume=resume, progress=not quiet)
@@ -127,6 +167,8 @@ def train(
         fail(str(e))
     except KeyboardInterrupt as e:  # SIGINT, SIGTERM, SIGHUP (workbench.lifecycle.RunInterrupted)
         signame, code = getattr(e, "signame", "SIGINT"), getattr(e, "exit_code", 130)
+        if os.environ.get("RANK", "0") != "0":  # one line from rank 0 says it for every rank
+            raise typer.Exit(code)
         run_dir = getattr(e, "run_dir", None)
         if run_dir is None:
             fail(f"interrupted by {signame} before the run directory was written", code=code)
@@ -140,7 +182,6 @@ def train(
         hint = f" (traceback in {where}/error.txt)" if where is not None else ""
         fail(f"training failed: {type(e).__name__}: {msg[:500]}{hint}", code=1)
     import json
-    import os
 
     if os.environ.get("RANK", "0") == "0":  # under torchrun/accelerate only rank 0 owns the run directory
         print_summary(json.loads(run.summary_file.read_text()))

@@ -282,7 +282,8 @@ def test_non_finite_numbers_rejected_at_conversion():
 # ----------------------------------------------------------------------------------------------- signals
 
 
-def test_stop_signals_graceful_then_immediate():
+def test_stop_signals_graceful_then_immediate(monkeypatch):
+    from workbench import lifecycle
     from workbench.lifecycle import RunInterrupted, StopSignals
 
     before = signal.getsignal(signal.SIGTERM)
@@ -292,18 +293,52 @@ def test_stop_signals_graceful_then_immediate():
             os.kill(os.getpid(), signal.SIGHUP)
             time.sleep(1)
         assert e.value.signame == "SIGHUP" and e.value.exit_code == 129
-        s.received = None
+    finally:
+        s.restore()
+    s = StopSignals(grace=30).install()
+    try:
         s.graceful = True
         os.kill(os.getpid(), signal.SIGTERM)  # inside the loop: only asks for a stop at the end of the step
         time.sleep(0.1)
         assert s.stopping and s.received == signal.SIGTERM
-        with pytest.raises(RunInterrupted) as e:  # a second signal stops at once
+        os.kill(os.getpid(), signal.SIGTERM)  # the same delivery twice (scheduler + launcher): still graceful
+        time.sleep(0.1)
+        monkeypatch.setattr(lifecycle, "DUPLICATE_WINDOW", 0.0)
+        with pytest.raises(RunInterrupted) as e:  # a second signal, later, stops at once
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)
         assert e.value.exit_code == 143
     finally:
         s.restore()
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_stop_signals_with_several_ranks_defer_and_agree():
+    """sync (several processes): a signal outside the training loop is only noted; agree() alone (no process group)
+    returns it, stop_if_agreed raises it. A stop learnt from the other ranks leaves this rank's own first signal
+    graceful (it must not abort the checkpoint all ranks are saving)."""
+    from workbench.lifecycle import RunInterrupted, StopSignals
+
+    s = StopSignals(grace=30, sync=True).install()
+    try:
+        assert s.agree() is None
+        s.stop_if_agreed()  # nobody signalled: nothing happens
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+        assert s.stopping and s.agree() == signal.SIGTERM
+        with pytest.raises(RunInterrupted) as e:
+            s.stop_if_agreed(step=0)
+        assert e.value.signame == "SIGTERM" and e.value.step == 0
+    finally:
+        s.restore()
+    s = StopSignals(grace=30, sync=True).install()
+    try:
+        s.received, s.stopping = signal.SIGTERM, True  # what agree() sets when another rank was signalled
+        s.graceful = True
+        os.kill(os.getpid(), signal.SIGTERM)  # this rank's own signal arrives later, while the checkpoint is saved
+        time.sleep(0.1)  # no RunInterrupted
+    finally:
+        s.restore()
 
 
 def test_stop_signals_grace_expires():

@@ -155,6 +155,15 @@ class PriceConfig:
     tools: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class LaunchConfig:
+    """How many processes train one run (`workbench.launch`): 1 = this process; N > 1 = `accelerate launch` with a
+    preset of conf/accelerate/ (`workbench.parallel`)."""
+
+    num_processes: int = 1
+    accelerate_config: str = "ddp"  # a preset name (ddp | fsdp2 | zero2 | zero3) or a path to an accelerate yaml
+
+
 # ----------------------------------------------------------------------------------------------- train
 
 
@@ -173,6 +182,7 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: TrainEvalConfig = field(default_factory=TrainEvalConfig)
     price: PriceConfig = field(default_factory=PriceConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
     # shaping terms by kind: {term_name: {option: value}}; names are keys of the shaping registry
     reward: dict[str, dict[str, Any]] = field(default_factory=dict)
     advantage: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -282,6 +292,7 @@ def to_train_config(data: dict[str, Any]) -> TrainConfig:
 # (key, lowest allowed, whether the lowest itself is allowed, highest allowed or None)
 _RANGES: tuple[tuple[str, float, bool, float | None], ...] = (
     ("samples_every", 0, True, None),
+    ("launch.num_processes", 1, True, None),
     ("num_samples", 0, True, None),
     ("task.train_size", 1, True, None),
     ("task.eval_size", 1, True, None),

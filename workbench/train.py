@@ -138,7 +138,8 @@ def train(
     """
     from workbench.lifecycle import StopSignals
 
-    signals = StopSignals().install()
+    # several processes (torchrun / accelerate launch / launch.num_processes): ranks stop only where they agree
+    signals = StopSignals(sync=int(os.environ.get("WORLD_SIZE", "1") or 1) > 1).install()
     try:
         return _train(cfg, overrides, argv, resume, progress, signals)
     finally:
@@ -302,6 +303,7 @@ def _run_training(cfg, run, run_id, resume, progress, signals, state, console, c
     start_eval: dict[str, float] = {}
     t0 = time.time()
     try:
+        signals.stop_if_agreed(state.device)  # a signal while the run was set up: every rank stops here, together
         if cfg.eval.at_start and checkpoint is None and main:
             start_eval = _evaluate(cfg, model, tokenizer, task, eval_examples, args, seed=cfg.seed,
                                    label="eval start" if progress else None)
@@ -311,6 +313,7 @@ def _run_training(cfg, run, run_id, resume, progress, signals, state, console, c
                           f"{cfg.eval.n})[/dim]")
         elif resume is not None and main:
             start_eval = run.read_meta().get("eval_start", {})
+        signals.stop_if_agreed(state.device)  # ... or while rank 0 evaluated the start model
         trainer_cls = ShapedGRPOTrainer if cfg.algo.name == "grpo" else ShapedRLOOTrainer
         trainer = _build_trainer(trainer_cls, model, tokenizer, args, train_examples, cfg, reward_terms,
                                  [metrics_cb, progress_cb])
@@ -348,8 +351,11 @@ def _run_training(cfg, run, run_id, resume, progress, signals, state, console, c
         finally:
             signals.graceful = False
         progress_cb.close()
-        if signals.received is not None:  # stopped early by a signal (graceful): the checkpoint is saved
+        # A signal after the last step's agreement (or on another rank): every rank learns it here and stops too.
+        if signals.agree(state.device) is not None:
+            _checkpoint_stop_step(trainer, run)
             raise RunInterrupted(signals.received, step=int(trainer.state.global_step))
+        signals.sync = False  # from here rank 0 works alone (final save, end evaluation): a signal stops it at once
         state.wait_for_everyone()
         if not main:
             return run
@@ -404,6 +410,15 @@ def _run_training(cfg, run, run_id, resume, progress, signals, state, console, c
             except AttributeError:
                 pass
         raise
+
+
+def _checkpoint_stop_step(trainer, run: RunDir) -> None:
+    """Make sure the step the run stops at has a checkpoint (every rank calls this): a stop agreed after the training
+    loop's last step callback found none saved for that step, and --resume would redo it."""
+    step = int(trainer.state.global_step)
+    last = run.last_checkpoint()
+    if step > 0 and (last is None or last.name != f"checkpoint-{step}"):
+        trainer._save_checkpoint(trainer.model, trial=None)  # what the Trainer itself calls when should_save is set
 
 
 def _set_generation_defaults(model, args) -> None:
