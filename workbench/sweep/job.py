@@ -7,14 +7,33 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from workbench.runs import STATUS_COMPLETED, STATUS_FAILED, STATUS_RUNNING, now_iso, read_json, sanitize_name
-from workbench.sweep.directory import find_run_dir, read_definition, read_records, rebuild_index, write_record
+from workbench.runs import (
+    STATUS_COMPLETED,
+    STATUS_DEAD,
+    STATUS_FAILED,
+    STATUS_INTERRUPTED,
+    STATUS_RUNNING,
+    RunDir,
+    now_iso,
+    read_json,
+    sanitize_name,
+)
+from workbench.sweep.directory import (
+    STATUS_PENDING,
+    find_run_dir,
+    read_definition,
+    read_records,
+    rebuild_index,
+    write_record,
+)
 from workbench.sweep.objectives import objective_value
 from workbench.sweep.plan import job_config, override_key
 
@@ -52,6 +71,7 @@ def run_job(cfg) -> Any:
     job = _identify(definition, launch, num, task_overrides)
     swept = set(definition["params"])
     previous = read_records(sweep_dir).get(job) or {}
+    resume_from = resume_point(sweep_dir, previous)
     record: dict[str, Any] = {
         "job": job,
         "overrides": [o for o in task_overrides if override_key(o) in swept],
@@ -69,6 +89,10 @@ def run_job(cfg) -> Any:
         "pid": os.getpid(),
         "launch": launch["launch"],
         "hydra_dir": os.path.relpath(hc.runtime.output_dir, sweep_dir),
+        # under SLURM: the job's id (ARRAY_TASK for an array) and how often SLURM restarted it (a requeue)
+        "slurm_job": slurm_job_id(),
+        "slurm_restarts": int(os.environ.get("SLURM_RESTART_COUNT") or 0) if "SLURM_JOB_ID" in os.environ else None,
+        "resumed_from": os.path.relpath(resume_from, sweep_dir) if resume_from is not None else None,
     }
     write_record(sweep_dir, record)
     rebuild_index(sweep_dir)
@@ -77,6 +101,7 @@ def run_job(cfg) -> Any:
     run_base: Path | None = None
     before: set[str] = set()
     name = f"job{job}"
+    limit = _Limit()
     try:
         tcfg = job_config(cfg)
         name = f"{tcfg.name}-job{job}" if tcfg.name != "run" else f"job{job}"
@@ -96,8 +121,19 @@ def run_job(cfg) -> Any:
         import workbench.train as train_mod  # looked up at call time (tests replace train)
 
         _share_cores(hc)
-        with _job_output(hc):
-            run = train_mod.train(tcfg, task_overrides + extra, argv=["rl", "train", *task_overrides, *extra],
+        if resume_from is not None:
+            # the same job again (a requeue after its time limit, or --resume after it was killed): continue its
+            # run directory from the last checkpoint, with the config that run was started with (as rl train
+            # --resume does), instead of training from scratch in a new directory
+            from workbench.runs import load_run_config
+
+            record["run_dir"] = os.path.relpath(resume_from, sweep_dir)
+            write_record(sweep_dir, record)
+            tcfg = load_run_config(RunDir.open(resume_from))
+        with _job_output(hc), _time_limit_signal() as limit:
+            run = train_mod.train(tcfg, task_overrides + extra, resume=resume_from,
+                                  argv=["rl", "train", *(["--resume", str(resume_from)] if resume_from is not None
+                                                         else [*task_overrides, *extra])],
                                   progress=False)
         summary = read_json(run.summary_file)
         record["run_dir"] = os.path.relpath(run.path, sweep_dir)
@@ -115,7 +151,36 @@ def run_job(cfg) -> Any:
         record["error"] = f"{type(e).__name__}: {msg}"[:1000] if msg else type(e).__name__
         record["status"] = STATUS_FAILED
         record["traceback"] = traceback.format_exc()[-4000:]
-    except BaseException as e:  # KeyboardInterrupt, SystemExit: record, then let it stop the sweep
+    except KeyboardInterrupt as e:  # RunInterrupted (SIGTERM/SIGHUP/SIGINT, or the time limit), Ctrl-C
+        found = find_run_dir(run_base, name, before) if run_base is not None else None
+        if resume_from is None and found is not None:
+            record["run_dir"] = os.path.relpath(found, sweep_dir)
+        step = getattr(e, "step", None)
+        at = f" at step {step}" if step is not None else ""
+        if limit.requeue is not None:
+            # the time limit is near: the checkpoint is saved; submitit requeues the job (SLURM runs it again with
+            # SLURM_RESTART_COUNT+1 and this function resumes the run directory) and exits this process
+            record["status"] = STATUS_PENDING
+            record["error"] = f"SLURM's time-limit (or preemption) signal{at}: checkpoint saved, requeued"
+            _finish_record(sweep_dir, record, t0)
+            try:
+                limit.requeue()
+            except Exception as err:  # noqa: BLE001 - submitit refused (no timeouts left): the job failed
+                record["status"] = STATUS_FAILED
+                record["error"] = f"time limit{at}, not requeued: {' '.join(str(err).split())}"[:1000]
+                _finish_record(sweep_dir, record, t0)
+                return None
+            raise  # requeue() exits the process; never here
+        record["status"] = STATUS_FAILED
+        record["error"] = f"interrupted by {getattr(e, 'signame', type(e).__name__)}{at}"
+        if os.environ.get("SUBMITIT_EXECUTOR"):
+            # a submitit job is its own process (scancel's SIGTERM, a kill): the signal ends this job, not the
+            # sweep, which waits for its other jobs and reports this one failed (rl sweep --resume continues its
+            # run directory from the checkpoint). Raising would leave submitit no result, and the sweep would
+            # abort with an UncompletedJobError instead of a summary.
+            return None
+        raise
+    except BaseException as e:  # SystemExit: record, then let it stop the sweep
         record["status"] = STATUS_FAILED
         record["error"] = f"interrupted ({type(e).__name__})"
         raise
@@ -124,11 +189,74 @@ def run_job(cfg) -> Any:
         for k in [k for k in os.environ if k not in env]:
             del os.environ[k]
         os.environ.update(env)  # (train() itself finishes and tears down W&B between jobs)
-        record["end_time"] = now_iso()
-        record["seconds"] = round(time.time() - t0, 1)
-        write_record(sweep_dir, record)
-        rebuild_index(sweep_dir)
+        _finish_record(sweep_dir, record, t0)
     return record["objective"]
+
+
+def _finish_record(sweep_dir: Path, record: dict[str, Any], t0: float) -> None:
+    record["end_time"] = now_iso()
+    record["seconds"] = round(time.time() - t0, 1)
+    write_record(sweep_dir, record)
+    rebuild_index(sweep_dir)
+
+
+def slurm_job_id() -> str | None:
+    """This SLURM job's id as squeue and sacct name it: ARRAY_TASK for a task of an array, else the job id."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def resume_point(sweep_dir: Path, previous: dict[str, Any]) -> Path | None:
+    """The run directory this job continues instead of starting a new training, or None.
+
+    The job's earlier attempt left a run directory that was stopped, not finished: `interrupted` (a signal: the time
+    limit, a requeue, scancel; its checkpoint is the resume point) or `dead` (killed outright, e.g. SIGKILL after
+    KillWait). A failed run (an exception) or a completed one starts afresh, as before."""
+    path = Path(sweep_dir) / previous["run_dir"] if previous.get("run_dir") else None
+    if path is None and previous.get("name") and previous.get("experiment"):
+        path = find_run_dir(Path(sweep_dir) / "runs" / sanitize_name(previous["experiment"]), previous["name"])
+    if path is None or not (path / "config.yaml").is_file() or (path / "summary.json").is_file():
+        return None
+    return path.resolve() if RunDir(path).status in (STATUS_INTERRUPTED, STATUS_DEAD) else None
+
+
+class _Limit:
+    requeue: Callable[[], None] | None = None  # set once the time-limit signal arrived (submitit's requeue)
+
+
+@contextlib.contextmanager
+def _time_limit_signal() -> Iterator[_Limit]:
+    """In a submitit SLURM job: the time-limit signal stops the training gracefully, then submitit requeues it.
+
+    submitit asks SLURM for its signal (`--signal=USR2@signal_delay_s`) and, on it, checkpoints the callable (the
+    Hydra launcher resubmits the same job) and requeues the job - at once, in the middle of a training step, which
+    would lose the step and leave no checkpoint. SIGTERM is not an option for that signal: SLURM also sends SIGTERM
+    on scancel (and submitit ignores it), and a cancelled job must stop, not requeue itself. So USR2 stays
+    submitit's signal, and while the training runs it is turned into the training's own SIGTERM (workbench.lifecycle:
+    finish the step, save a checkpoint, mark the run interrupted, raise RunInterrupted; its meta.json therefore
+    names SIGTERM); only then does run_job hand over to submitit's handler, which requeues and exits. A requeued
+    job comes back here and resumes the run directory (resume_point).
+    """
+    limit = _Limit()
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or threading.current_thread() is not threading.main_thread():
+        yield limit
+        return
+    from submitit.core.job_environment import JobEnvironment
+
+    usr = JobEnvironment._usr_sig()  # USR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise
+    submitit_handler = signal.getsignal(usr)
+
+    def on_limit(signum: int, frame: Any) -> None:
+        if callable(submitit_handler):
+            limit.requeue = lambda: submitit_handler(signum, None)
+        signal.raise_signal(signal.SIGTERM)
+
+    signal.signal(usr, on_limit)
+    try:
+        yield limit
+    finally:
+        signal.signal(usr, submitit_handler)
 
 
 def _share_cores(hc) -> None:
