@@ -357,16 +357,14 @@ def _run_training(cfg, run, run_id, resume, progress, signals, state, console, c
             raise RunInterrupted(signals.received, step=int(trainer.state.global_step))
         signals.sync = False  # from here rank 0 works alone (final save, end evaluation): a signal stops it at once
         state.wait_for_everyone()
+        # ---- save the final model (merged if LoRA) so plain transformers can load it. Every rank joins: under
+        # FSDP/DeepSpeed the full weights are gathered first (a collective); rank 0 writes final/ (workbench.parallel)
+        from workbench.parallel import save_final_model
+
+        final_model = save_final_model(trainer, run.final_dir, tokenizer, lambda m: _set_generation_defaults(m, args),
+                                       is_main=main)
         if not main:
             return run
-
-        # ---- save the final model (merged if LoRA) so plain transformers can load it
-        final_model = trainer.model
-        if hasattr(final_model, "merge_and_unload"):
-            final_model = final_model.merge_and_unload()
-        _set_generation_defaults(final_model, args)
-        final_model.save_pretrained(run.final_dir)
-        tokenizer.save_pretrained(run.final_dir)
         end_eval = (_evaluate(cfg, final_model, tokenizer, task, eval_examples, args, seed=cfg.seed + 1,
                               label="eval end" if progress else None) if cfg.eval.at_end else {})
         signals.hold()  # from here on the run records its end; a signal no longer interrupts that
