@@ -3,18 +3,63 @@
 Trains the tiny model with GRPO in bf16 for a few steps (PEAR + a length term, so the shaping paths run on the GPU),
 evaluates the final model with `rl eval`'s code, and prints what ran on the GPU: device, dtype of the trained
 weights, peak GPU memory, step time and eval tokens/s. Exit code 0 only if training and evaluation both ran on CUDA.
+
+On a node with two or more GPUs it then runs the same training on 2 processes through the DDP preset,
+`accelerate launch --config_file conf/accelerate/ddp.yaml --num_processes 2 -m cli.main train ...` (what
+`rl train --num-processes 2` runs), and prints its step time next to the 1-GPU one; that run must complete on 2
+processes too. On a 1-GPU node nothing else runs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ddp_two_gpus(overrides: list[str], out: Path) -> dict:
+    """The training of `main` on 2 GPUs through conf/accelerate/ddp.yaml: its step time and the evidence that two
+    processes trained (meta.json's num_processes; one rng_state_<rank>.pth per process in each checkpoint)."""
+    with socket.socket() as s:  # a free port, so a busy 29500 on a shared node does not matter
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    runs = out / "runs-ddp"
+    train_args = [o for o in overrides if not o.startswith("runs_dir=")] + [f"runs_dir={runs}"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "conf/accelerate/ddp.yaml"),
+           "--num_processes", "2", "--main_process_port", str(port), "-m", "cli.main", "train", *train_args, "--quiet"]
+    print("+ " + " ".join(cmd[1:]), flush=True)
+    start = time.perf_counter()
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    seconds = time.perf_counter() - start
+    found = sorted(runs.rglob("summary.json"))
+    if res.returncode != 0 or not found:
+        print(res.stdout[-3000:] + res.stderr[-6000:], file=sys.stderr)
+        return {"ok": False, "exit_code": res.returncode, "seconds": round(seconds, 1)}
+    run = found[0].parent
+    from workbench.runs import read_jsonl
+
+    meta = json.loads((run / "meta.json").read_text())
+    rows = read_jsonl(run / "metrics.jsonl")
+    ckpts = sorted((run / "checkpoints").glob("checkpoint-*"))
+    rng_files = sorted(p.name for p in ckpts[-1].glob("rng_state_*.pth")) if ckpts else []
+    return {
+        "ok": meta.get("num_processes") == 2 and len(rng_files) == 2 and meta.get("status") == "completed",
+        "num_processes": meta.get("num_processes"),
+        "rng_states_last_checkpoint": rng_files,
+        "train_steps": len(rows),
+        "step_time_s_mean": round(sum(r["perf/step_time"] for r in rows) / len(rows), 3),
+        "launch_seconds_total": round(seconds, 1),
+        "run_dir": str(run),
+    }
 
 
 def main() -> int:
@@ -81,6 +126,11 @@ def main() -> int:
     print(json.dumps(report, indent=2))
     ok = peak_train > 0 and peak_eval > 0
     print("gpu_check: " + ("OK: training and evaluation ran on the GPU" if ok else "FAILED: no GPU memory was used"))
+    if torch.cuda.device_count() >= 2:
+        ddp = ddp_two_gpus(overrides, out)
+        print(json.dumps({"ddp_2_gpus": ddp, "step_time_s_mean_1_gpu": report["step_time_s_mean"]}, indent=2))
+        print("gpu_check: " + ("OK: DDP on 2 GPUs trained on 2 processes" if ddp["ok"] else "FAILED: DDP on 2 GPUs"))
+        ok = ok and ddp["ok"]
     return 0 if ok else 1
 
 
