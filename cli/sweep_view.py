@@ -80,7 +80,9 @@ def print_plan(plan, sweep_root: str) -> None:
         out.print(f"[dim]every job: {' '.join(plan.base_overrides)}[/dim]")
     if plan.hydra_overrides:
         out.print(f"[dim]hydra: {' '.join(plan.hydra_overrides)}[/dim]")
-    out.print(f"launcher {plan.launcher}: {describe_resources(plan)}", soft_wrap=True)
+    out.print(f"launcher {plan.launcher}: {describe_resources(plan)}", soft_wrap=True, highlight=False)
+    if plan.slurm_checked:
+        out.print(f"[dim]SLURM request {plan.slurm_checked}[/dim]", soft_wrap=True, highlight=False)
     print_warnings(plan)
 
 
@@ -89,6 +91,8 @@ def describe_resources(plan) -> str:
     (array_parallelism)': the launcher's settings that are set, per job, then how many jobs run at once."""
     if plan.launcher == "basic":
         return "jobs run one after another in this process"
+    if plan.slurm:  # a SLURM job's resources, signal and requeues (workbench.sweep.slurm)
+        return plan.slurm
     at_once = {"array_parallelism": "array_parallelism", "n_jobs": "n_jobs"}
     per_job = ", ".join(f"{k}={v}" for k, v in plan.resources.items() if k not in at_once)
     parts = [f"each job: {per_job}" if per_job else "each job in its own worker process"]

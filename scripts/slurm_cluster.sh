@@ -5,13 +5,15 @@
 #   bash scripts/slurm_cluster.sh start    # install (root, once), start munged, slurmctld, slurmd; wait for idle
 #   bash scripts/slurm_cluster.sh status   # daemons, partition, node state, queue
 #   bash scripts/slurm_cluster.sh stop     # cancel every job, wait for an empty queue, stop the daemons by pid
+#   eval "$(bash scripts/slurm_cluster.sh env)"   # this shell's sinfo/sbatch/rl sweep use the cluster
 #
 # Every file SLURM writes (slurm.conf, state, spool, logs, pid files) lives in the state folder
-# ${RL_SLURM_DIR:-/tmp/rl-slurm}, so start/stop touch nothing else; /etc/slurm/slurm.conf is a symlink to the
-# folder's slurm.conf (made when absent) so that sinfo/sbatch/submitit find the cluster without SLURM_CONF.
+# ${RL_SLURM_DIR:-/tmp/rl-slurm}, so start/stop touch nothing else, /etc/slurm included: SLURM's commands find the
+# cluster through SLURM_CONF=<state folder>/slurm.conf, which `env` prints, so a process that was not given it
+# (another user's test run on the same machine) does not see a cluster at all.
 # Job state survives stop/start (job ids go on counting); remove the folder after `stop` to start from job 1.
-# With no accounting database `sacct` has nothing to say: put scripts/slurm/ on PATH (its `sacct` answers
-# submitit's queries from slurmctld), as tests/test_slurm_e2e.py and .ci/run do.
+# With no accounting database `sacct` has nothing to say: `env` also puts scripts/slurm/ first on PATH (its `sacct`
+# answers submitit's queries from slurmctld), as tests/test_slurm_e2e.py and .ci/run do.
 set -euo pipefail
 
 DIR=${RL_SLURM_DIR:-/tmp/rl-slurm}
@@ -81,12 +83,6 @@ SlurmdPort=6818
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
-  if [ "$(id -u)" = 0 ]; then
-    mkdir -p /etc/slurm
-    if [ ! -e /etc/slurm/slurm.conf ] || [ -L /etc/slurm/slurm.conf ]; then
-      ln -sfn "$CONF" /etc/slurm/slurm.conf
-    fi
-  fi
 }
 
 start_munge() {
@@ -141,7 +137,7 @@ cmd_start() {
        exit 1 ;;
   esac
   echo "SLURM started in $((SECONDS - t0)) s: partition $PARTITION (default), node $NODE $state," \
-       "$(nproc) CPUs; SLURM_CONF=$CONF"
+       "$(nproc) CPUs; use it with: export SLURM_CONF=$CONF (or eval \"\$(bash $0 env)\")"
 }
 
 cmd_status() {
@@ -186,9 +182,16 @@ cmd_stop() {
   fi
 }
 
+cmd_env() {
+  local here
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  printf 'export SLURM_CONF=%q\nexport PATH=%q:"$PATH"\n' "$CONF" "$here/slurm"
+}
+
 case "${1:-}" in
   start) cmd_start ;;
+  env) cmd_env ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
-  *) echo "error: usage: $0 start|stop|status (got '${1:-}')" >&2; exit 2 ;;
+  *) echo "error: usage: $0 start|stop|status|env (got '${1:-}')" >&2; exit 2 ;;
 esac

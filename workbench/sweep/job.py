@@ -242,9 +242,9 @@ def _time_limit_signal() -> Iterator[_Limit]:
     if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or threading.current_thread() is not threading.main_thread():
         yield limit
         return
-    from submitit.core.job_environment import JobEnvironment
-
-    usr = JobEnvironment._usr_sig()  # USR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise
+    # submitit's JobEnvironment.USR_SIG: USR2 unless SUBMITIT_PREEMPT_SIGNAL names another (read as submitit reads
+    # it, without importing submitit, which only the hydra-submitit-launcher extra brings)
+    usr = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), signal.SIGUSR2)
     submitit_handler = signal.getsignal(usr)
 
     def on_limit(signum: int, frame: Any) -> None:

@@ -110,6 +110,8 @@ class SweepPlan:
     objective: Any = None
     resources: dict[str, Any] = field(default_factory=dict)  # what each job asks its launcher for
     warnings: list[str] = field(default_factory=list)  # launcher settings that are probably a mistake
+    slurm: str | None = None  # submitit_slurm: what each SLURM job asks for (workbench.sweep.slurm.describe_slurm)
+    slurm_checked: str | None = None  # against which cluster the SLURM request was checked, or why it was not
     jobs: list[Job] = field(default_factory=list)  # grid
     n_trials: int | None = None  # optuna
     directions: list[str] = field(default_factory=list)  # optuna
@@ -194,6 +196,7 @@ def _plan(parser, cfg, overrides, task_ovs, hydra_ovs, base, name, objective) ->
     common = dict(name=sweep_name, overrides=overrides, task_overrides=task_ovs, hydra_overrides=hydra_ovs,
                   base_overrides=base, runs_dir=base_cfg.runs_dir, launcher=str(launcher), objective=objective,
                   preset=preset, resources=launcher_resources(launcher_cfg), warnings=launcher_warnings(launcher_cfg))
+    common.update(_plan_slurm(launcher_cfg))
     if target == BASIC_SWEEPER:
         plan = _plan_grid(parser, params, task_ovs, common)
         _validate_grid_jobs(plan)
@@ -204,6 +207,24 @@ def _plan(parser, cfg, overrides, task_ovs, hydra_ovs, base, name, objective) ->
         raise ConfigError(f"hydra/sweeper={_choice(hcfg, 'hydra/sweeper')!r} is not supported by rl sweep; "
                           "use basic (grid) or optuna")
     return plan
+
+
+def _plan_slurm(launcher_cfg: dict[str, Any]) -> dict[str, Any]:
+    """For a submitit_slurm launcher: check the request against the cluster (sinfo, where it answers) and describe
+    it. A GPU asked of a partition without GPUs, or a partition the cluster lacks, is a ConfigError here, before
+    the sweep directory exists, instead of an sbatch error after."""
+    from workbench.sweep.slurm import check_slurm, describe_slurm, is_slurm, sinfo_partitions
+
+    if not is_slurm(launcher_cfg):
+        return {}
+    partitions, why = sinfo_partitions()
+    if partitions is not None:
+        check_slurm(launcher_cfg, partitions)
+        checked = f"checked against this cluster's partitions (sinfo): {partitions.listing()}"
+    else:
+        checked = f"not checked against a cluster ({why or 'no sinfo on PATH'})"
+    return {"slurm": describe_slurm(launcher_cfg, partitions.default if partitions else None),
+            "slurm_checked": checked}
 
 
 def _point(overrides: list[str], parsed) -> list[str]:
