@@ -164,7 +164,7 @@ def test_unknown_name_one_line_with_the_choices(bad, why):
         accelerate_config_path(bad)
     msg = str(e.value)
     assert "\n" not in msg
-    assert msg.startswith(f"launch.accelerate_config={bad!r}: {why}")
+    assert msg.startswith(f"launch.accelerate_config={bad or repr(bad)}: {why}")
     assert "ddp, fsdp2, zero2, zero3 or a path to an accelerate config .yaml" in msg
     with pytest.raises(ConfigError):
         check_accelerate_config(bad, 2)

@@ -54,7 +54,7 @@ def accelerate_config_path(name_or_path: str | Path) -> Path:
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path.resolve()
     why = "no such file" if path.suffix in (".yaml", ".yml") else "unknown preset"
-    raise ConfigError(f"{OPTION}={text!r}: {why}; choose {_choices()}")
+    raise ConfigError(f"{OPTION}={text or repr(text)}: {why}; choose {_choices()}")
 
 
 def load_accelerate_config(path: Path) -> Any:
