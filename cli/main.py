@@ -159,10 +159,12 @@ def _train_command(overrides: list[str], name: str | None, dry_run: bool, resume
 
             args = [*overrides, *(["--name", name] if name else []), *(["--resume", str(resume)] if resume else []),
                     *(["--quiet"] if quiet else [])]
-            raise typer.Exit(launch.run(args, cfg.launch.num_processes, config_file))
+            raise typer.Exit(launch.run(args, cfg.launch.num_processes, config_file, threads=cfg.threads))
         from workbench.train import print_summary, train as run_train
 
         run = run_train(cfg, overrides, argv=["rl", *sys.argv[1:]], resume=resume, progress=not quiet)
+    except typer.Exit:  # fail() above, or the supervisor's exit code: already said
+        raise
     except ConfigError as e:
         fail(str(e))
     except KeyboardInterrupt as e:  # SIGINT, SIGTERM, SIGHUP (workbench.lifecycle.RunInterrupted)

@@ -64,3 +64,33 @@ def smollm2_tokenizer(smollm2_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(smollm2_dir, padding_side="left")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """The single-node SLURM cluster of `scripts/slurm_cluster.sh` (CI starts it; started here when this is root and
+    it is not up); scripts/slurm/ (its `sacct`) goes first on PATH. Returns the partition. Skips without SLURM."""
+    import shutil
+    import subprocess
+
+    slurm_bin = str(ROOT / "scripts" / "slurm")
+    if slurm_bin not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = slurm_bin + os.pathsep + os.environ.get("PATH", "")
+
+    def up() -> str | None:
+        if shutil.which("sinfo") is None:
+            return None
+        res = subprocess.run(["sinfo", "-h", "-o", "%P %T"], capture_output=True, text=True)
+        for line in res.stdout.splitlines():
+            part, _, state = line.partition(" ")
+            if state.strip() in ("idle", "mixed", "allocated"):
+                return part.rstrip("*")
+        return None
+
+    partition = up()
+    if partition is None and os.geteuid() == 0:
+        subprocess.run(["bash", str(ROOT / "scripts" / "slurm_cluster.sh"), "start"], check=False)
+        partition = up()
+    if partition is None:
+        pytest.skip("no SLURM cluster up (bash scripts/slurm_cluster.sh start, as root)")
+    return partition

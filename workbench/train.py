@@ -63,13 +63,19 @@ def _finish_wandb(exit_code: int = 0) -> None:
     """Close the W&B run, so a later trainer in this process gets its own run (sweeps, tests)."""
     try:
         import wandb
-
+    except ImportError:
+        return
+    try:
         if wandb.run is not None:
             wandb.finish(exit_code=exit_code)
+    except Exception:  # noqa: BLE001 - closing W&B must never hide the real outcome (its service may be gone)
+        pass
+    try:
         # W&B reads its settings (WANDB_DIR among them) once per process: without a teardown the next training
-        # in this process would write its files into this run's wandb/ folder.
+        # in this process would write its files into this run's wandb/ folder. Also after a failed finish: else
+        # W&B's atexit hook tries again at exit and prints a traceback.
         wandb.teardown()
-    except Exception:  # noqa: BLE001 - closing W&B must never hide the real outcome
+    except Exception:  # noqa: BLE001
         pass
 
 
@@ -282,6 +288,9 @@ def _run_training(cfg, run, run_id, resume, progress, signals, state, console, c
     use_wandb = cfg.logger.backend == "wandb" and (os.environ.get("WANDB_MODE") or cfg.logger.mode) != "disabled"
     if use_wandb:
         _wandb_env(cfg, run, run_id, resume is not None)
+        from workbench.tracking import survive_service_loss
+
+        survive_service_loss()
     # Set in place: dataclasses.replace would re-run __post_init__, which rejects its own derived batch fields.
     args.output_dir = str(run.checkpoints_dir)
     args.run_name = f"{cfg.experiment_name}/{run.path.name}"
