@@ -243,3 +243,71 @@ def test_a_submitit_job_stopped_by_a_signal_is_recorded_and_resume_continues_its
     records = [sw.read_records(sweep_dir)[j] for j in (0, 1)]
     assert [r["resumed_from"] for r in records] == [os.path.relpath(p.resolve(), sweep_dir) for p in first]
     assert all(r["slurm_job"] is None and r["slurm_restarts"] is None for r in records)  # not under SLURM
+
+
+class SignalledTrain:
+    """A stand-in for workbench.train.train that, like the real one, stops on SIGTERM through
+    workbench.lifecycle.StopSignals, and sends itself submitit's time-limit signal (USR2) first."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, cfg, overrides, argv=None, resume=None, progress=True):
+        import signal
+
+        from workbench.lifecycle import StopSignals
+
+        self.calls += 1
+        signals = StopSignals().install()
+        try:
+            run = RunDir.create(cfg.runs_dir, cfg.experiment_name, cfg.name)
+            run.config_file.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            run.start_meta(argv or [], cfg.seed, ROOT)
+            try:
+                signal.raise_signal(signal.SIGUSR2)  # as SLURM sends it signal_delay_s before the limit
+            except KeyboardInterrupt as e:  # RunInterrupted from StopSignals: the run is marked, as train() does
+                run.mark_interrupted(e.signame, step=1)
+                raise
+            raise AssertionError("the time-limit signal did not stop the training")
+        finally:
+            signals.restore()
+
+
+@pytest.mark.parametrize("outcome", ["requeued", "refused"])
+def test_the_time_limit_signal_stops_training_then_hands_over_to_submitits_requeue(tmp_path, monkeypatch, outcome):
+    """In a submitit SLURM job, USR2 becomes the training's SIGTERM (a graceful stop), and only then is submitit's own
+    USR2 handler (checkpoint + scontrol requeue + exit) called; when submitit refuses (no timeouts left), the job is
+    recorded failed with submitit's reason."""
+    import signal
+
+    import workbench.train
+
+    calls = []
+
+    def submitit_handler(signum, frame):  # submitit's SignalHandler.checkpoint_and_try_requeue stands here
+        calls.append(signum)
+        if outcome == "requeued":
+            raise SystemExit(-1)  # requeued: submitit exits the job's process
+        raise RuntimeError("Job not requeued because: timed-out too many times.")
+
+    monkeypatch.setattr(workbench.train, "train", SignalledTrain())
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    old = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        res = rl("seed=choice(1)", "logger=none", f"runs_dir={tmp_path / 'runs'}")
+        assert signal.getsignal(signal.SIGUSR2) is submitit_handler  # put back after the training
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+    assert calls == [signal.SIGUSR2]
+    (sweep_dir,) = (tmp_path / "runs" / "sweeps").iterdir()
+    (rec,) = sw.read_records(sweep_dir).values()
+    if outcome == "requeued":
+        assert res.exit_code == -1  # the process ends here; SLURM starts the job again
+        assert rec["status"] == "pending" and rec["error"] == "SLURM's time-limit (or preemption) signal: requeued"
+    else:
+        assert res.exit_code == 1, res.output
+        assert rec["status"] == "failed" and rec["error"] == (
+            "SLURM's time-limit signal, not requeued: Job not requeued because: timed-out too many times.")
+    run = RunDir(sweep_dir / rec["run_dir"])
+    assert run.status == "interrupted" and run.read_meta()["signal"] == "SIGTERM"  # USR2 became SIGTERM
+    assert resume_point(sweep_dir, rec) == run.path.resolve()  # the requeued job continues this run directory

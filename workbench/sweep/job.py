@@ -145,8 +145,13 @@ def run_job(cfg) -> Any:
             run.write_meta(sweep={"dir": str(sweep_dir), "id": definition["id"], "job": job})
     except Exception as e:  # noqa: BLE001 - a failed job is recorded, never raised: the sweep goes on
         found = find_run_dir(run_base, name, before) if run_base is not None else None
-        if found is not None:
+        if found is not None and resume_from is None:
             record["run_dir"] = os.path.relpath(found, sweep_dir)
+        if limit.requeue is not None:
+            # the time-limit signal came before the training loop and its RunInterrupted surfaced as another
+            # exception (raised inside an import, it becomes "ImportError: initialization failed"): requeue all
+            # the same, the run directory keeps its last checkpoint
+            return _requeue(sweep_dir, record, limit, "", t0)
         msg = " ".join(str(e).split())
         record["error"] = f"{type(e).__name__}: {msg}"[:1000] if msg else type(e).__name__
         record["status"] = STATUS_FAILED
@@ -158,19 +163,7 @@ def run_job(cfg) -> Any:
         step = getattr(e, "step", None)
         at = f" at step {step}" if step is not None else ""
         if limit.requeue is not None:
-            # the time limit is near: the checkpoint is saved; submitit requeues the job (SLURM runs it again with
-            # SLURM_RESTART_COUNT+1 and this function resumes the run directory) and exits this process
-            record["status"] = STATUS_PENDING
-            record["error"] = f"SLURM's time-limit (or preemption) signal{at}: checkpoint saved, requeued"
-            _finish_record(sweep_dir, record, t0)
-            try:
-                limit.requeue()
-            except Exception as err:  # noqa: BLE001 - submitit refused (no timeouts left): the job failed
-                record["status"] = STATUS_FAILED
-                record["error"] = f"time limit{at}, not requeued: {' '.join(str(err).split())}"[:1000]
-                _finish_record(sweep_dir, record, t0)
-                return None
-            raise  # requeue() exits the process; never here
+            return _requeue(sweep_dir, record, limit, at, t0)
         record["status"] = STATUS_FAILED
         record["error"] = f"interrupted by {getattr(e, 'signame', type(e).__name__)}{at}"
         if os.environ.get("SUBMITIT_EXECUTOR"):
@@ -191,6 +184,24 @@ def run_job(cfg) -> Any:
         os.environ.update(env)  # (train() itself finishes and tears down W&B between jobs)
         _finish_record(sweep_dir, record, t0)
     return record["objective"]
+
+
+def _requeue(sweep_dir: Path, record: dict[str, Any], limit: _Limit, at: str, t0: float) -> None:
+    """The time limit (or a preemption) is near and the training has stopped (with a checkpoint when it was in its
+    loop): hand over to submitit, which requeues the job (SLURM runs it again with SLURM_RESTART_COUNT+1, and
+    run_job resumes the run directory) and exits this process. If submitit refuses (no timeouts left), the job is
+    recorded failed and None returned."""
+    record["status"] = STATUS_PENDING
+    record["error"] = f"SLURM's time-limit (or preemption) signal{at}: requeued"
+    _finish_record(sweep_dir, record, t0)
+    assert limit.requeue is not None
+    try:
+        limit.requeue()  # raises SystemExit once requeued
+    except Exception as err:  # noqa: BLE001 - submitit's UncompletedJobError: "timed-out too many times"
+        record["status"] = STATUS_FAILED
+        record["error"] = f"SLURM's time-limit signal{at}, not requeued: {' '.join(str(err).split())}"[:1000]
+        _finish_record(sweep_dir, record, t0)
+    return None
 
 
 def _finish_record(sweep_dir: Path, record: dict[str, Any], t0: float) -> None:
