@@ -73,6 +73,9 @@ def slurm_cluster() -> str:
     import shutil
     import subprocess
 
+    conf = Path(os.environ.get("RL_SLURM_DIR", "/tmp/rl-slurm")) / "slurm.conf"  # scripts/slurm_cluster.sh's
+    if "SLURM_CONF" not in os.environ and conf.is_file():
+        os.environ["SLURM_CONF"] = str(conf)
     slurm_bin = str(ROOT / "scripts" / "slurm")
     if slurm_bin not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = slurm_bin + os.pathsep + os.environ.get("PATH", "")

@@ -51,3 +51,29 @@ def test_term_reward_is_a_name_only():
     assert f.__name__ == "pear"
     with pytest.raises(RuntimeError, match="_calculate_rewards"):
         f(prompts=[], completions=[])
+
+
+def test_epoch_seeded_sampler_gives_a_resumed_epoch_the_uninterrupted_order():
+    """TRL's RepeatSampler advances one generator across epochs; a run resumed in epoch 2 re-created it fresh and
+    trained epoch 2 in epoch 0's order. With `epoch_seeded`, epoch k's order depends on k only."""
+    from trl.trainer.utils import RepeatSampler
+
+    from workbench.trainers import epoch_seeded
+
+    def make():
+        return epoch_seeded(RepeatSampler(list(range(12)), mini_repeat_count=2, batch_size=3, repeat_count=1,
+                                          shuffle=True, seed=5))
+
+    uninterrupted = make()
+    orders = []
+    for epoch in range(3):
+        uninterrupted.set_epoch(epoch)
+        orders.append(list(uninterrupted))
+    resumed = make()
+    resumed.set_epoch(2)  # what transformers does when it resumes in epoch 2
+    assert list(resumed) == orders[2]
+    assert orders[0] == list(RepeatSampler(list(range(12)), mini_repeat_count=2, batch_size=3, repeat_count=1,
+                                           shuffle=True, seed=5))  # epoch 0 is TRL's own order
+    assert orders[1] != orders[0]
+    plain = RepeatSampler(list(range(12)), mini_repeat_count=2, batch_size=3, shuffle=False, seed=5)
+    assert type(epoch_seeded(plain)) is RepeatSampler  # nothing to seed without shuffling

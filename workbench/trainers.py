@@ -67,8 +67,32 @@ def _masked_mean(x: torch.Tensor, m: torch.Tensor) -> float:
     return float((x * m).sum() / n) if n > 0 else float("nan")
 
 
+def epoch_seeded(sampler):
+    """TRL's RepeatSampler, with each epoch's order seeded by `seed + epoch` (`set_epoch`, which transformers calls
+    through accelerate's dataloader at every epoch start, the resumed one included).
+
+    Why: TRL's sampler draws every epoch's permutation from one generator that advances across epochs, and
+    transformers does not replay earlier epochs on resume, so a run resumed in epoch k >= 1 trained epoch k in epoch
+    0's order: a SLURM run requeued at step 104 of 25-step epochs diverged from the uninterrupted run at step 105.
+    Epoch 0's order is TRL's (seed + 0); later epochs differ from plain TRL's order but are the same whether or not
+    the run was resumed. A sampler without a seed or without shuffling is returned unchanged."""
+    from trl.trainer.utils import RepeatSampler
+
+    class EpochSeededRepeatSampler(RepeatSampler):
+        def set_epoch(self, epoch: int) -> None:
+            if self.shuffle and self.seed is not None:
+                self.generator.manual_seed(int(self.seed) + int(epoch))
+
+    if type(sampler) is RepeatSampler and sampler.shuffle and sampler.seed is not None:
+        sampler.__class__ = EpochSeededRepeatSampler  # same object and arguments; one method added
+    return sampler
+
+
 class ShapingMixin:
     """Shared by the GRPO and RLOO subclasses. Set up by `setup_shaping` right after TRL's __init__."""
+
+    def _get_train_sampler(self, *args, **kwargs):
+        return epoch_seeded(super()._get_train_sampler(*args, **kwargs))
 
     def setup_shaping(
         self,
