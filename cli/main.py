@@ -133,38 +133,46 @@ def _train_command(overrides: list[str], name: str | None, dry_run: bool, resume
             if name is not None:
                 data["name"] = name
             cfg = to_train_config(data)
-        from workbench.launch import launched
+        from workbench.launch import launch_config, launched
 
-        supervise = cfg.launch.num_processes > 1 and not launched()
-        if dry_run or supervise:
-            from workbench.checks import check_train
-
-            check_train(cfg, new_run=resume is None)  # the checks a real run makes before it loads the model
-        if supervise or (dry_run and cfg.launch.num_processes > 1):
-            from workbench.parallel import check_accelerate_config
-
-            config_file = check_accelerate_config(cfg.launch.accelerate_config, cfg.launch.num_processes)
+        cfg = launch_config() or cfg  # a worker of `--num-processes`: the supervisor's exact config
         if dry_run:
             import yaml
 
+            from workbench.checks import check_train
             from workbench.config import to_dict
 
+            check_train(cfg, new_run=resume is None)  # the checks a real run makes before it loads the model
+            if cfg.launch.num_processes > 1:
+                from workbench.parallel import check_accelerate_config
+
+                config_file = check_accelerate_config(cfg.launch.accelerate_config, cfg.launch.num_processes)
             typer.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False), nl=False)
             if cfg.launch.num_processes > 1:
                 typer.echo(f"launch: {cfg.launch.num_processes} processes, accelerate config {config_file}", err=True)
             typer.echo("dry run: config valid; nothing written", err=True)
             return
-        if supervise:  # N workers run this same command; this process forwards signals and reports their exit code
-            from workbench import launch
-
-            args = [*overrides, *(["--name", name] if name else []), *(["--resume", str(resume)] if resume else []),
-                    *(["--quiet"] if quiet else [])]
-            raise typer.Exit(launch.run(args, cfg.launch.num_processes, config_file, threads=cfg.threads))
         from workbench.train import print_summary, train as run_train
 
+        # with launch.num_processes > 1 this process supervises N workers that run this same command (workbench.launch)
+        supervised = cfg.launch.num_processes > 1 and not launched()
         run = run_train(cfg, overrides, argv=["rl", *sys.argv[1:]], resume=resume, progress=not quiet)
-    except typer.Exit:  # fail() above, or the supervisor's exit code: already said
+    except typer.Exit:  # fail() above: already said
         raise
+    except BaseException as e:
+        if getattr(e, "reported", False):  # the supervisor's workers said it (rank 0's one line); exit with their code
+            raise typer.Exit(getattr(e, "exit_code", 1)) from None
+        _train_error(e)
+    if os.environ.get("RANK", "0") == "0" and not supervised:  # rank 0 owns the run directory (and printed it)
+        import json
+
+        print_summary(json.loads(run.summary_file.read_text()))
+
+
+def _train_error(e: BaseException) -> None:
+    """The one line for a training that did not complete, and its exit code."""
+    try:
+        raise e
     except ConfigError as e:
         fail(str(e))
     except KeyboardInterrupt as e:  # SIGINT, SIGTERM, SIGHUP (workbench.lifecycle.RunInterrupted)
@@ -183,10 +191,6 @@ def _train_command(overrides: list[str], name: str | None, dry_run: bool, resume
         where = getattr(e, "run_dir", None)
         hint = f" (traceback in {where}/error.txt)" if where is not None else ""
         fail(f"training failed: {type(e).__name__}: {msg[:500]}{hint}", code=1)
-    import json
-
-    if os.environ.get("RANK", "0") == "0":  # under torchrun/accelerate only rank 0 owns the run directory
-        print_summary(json.loads(run.summary_file.read_text()))
 
 
 from cli.compare_cmd import compare_command  # noqa: E402

@@ -109,10 +109,10 @@ def test_supervisor_forwards_signals_and_returns_the_workers_code(tmp_path, monk
     before = signal.getsignal(signal.SIGTERM)
     t0 = time.time()
     try:
-        rc = launch.run([], 2, Path("x.yaml"))
+        rc, run_dir = launch.run([], 2, Path("x.yaml"))
     finally:
         timer.cancel()
-    assert rc == 143 and time.time() - t0 < 30
+    assert rc == 143 and run_dir is None and time.time() - t0 < 30
     assert signal.getsignal(signal.SIGTERM) is before
 
 

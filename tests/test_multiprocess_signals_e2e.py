@@ -184,3 +184,19 @@ def test_signal_before_the_first_step_stops_every_rank(tiny_overrides, tmp_path)
     assert read_jsonl(run.metrics_file) == [] and run.checkpoints() == []
     assert "collective mismatch" not in err and "Traceback" not in err, err[-3000:]
     assert json.loads(json.dumps(meta["segments"]))[-1]["outcome"] == "interrupted (SIGTERM)"
+
+
+def test_sweep_job_trains_on_two_processes(tiny_overrides, tmp_path):
+    """`launch.num_processes=2` in a sweep: each job is supervised the same way (workbench.train.train)."""
+    from workbench.sweep.directory import read_records
+
+    res = subprocess.run([sys.executable, "-m", "cli.main", "sweep", "experiment=quickstart", *tiny_overrides,
+                          "logger=none", "launch.num_processes=2", "seed=1,2"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (sweep,) = (tmp_path / "runs" / "sweeps").iterdir()
+    records = read_records(sweep)
+    assert sorted(r["status"] for r in records.values()) == ["completed", "completed"]
+    for r in records.values():
+        run = RunDir(sweep / r["run_dir"])
+        assert run.read_meta()["num_processes"] == 2 and run.summary_file.exists()

@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import IO, Iterator
 
 LAUNCHED_ENV = "RL_LAUNCHED"  # set in the workers: this process is one of N, do not launch again
-EXIT_DIR_ENV = "RL_EXIT_CODE_DIR"  # where each worker writes `rank<k>` with its exit code
+EXIT_DIR_ENV = "RL_EXIT_CODE_DIR"  # where each worker writes `rank<k>` with its exit code, rank 0 also `run_dir`
+CONFIG_ENV = "RL_LAUNCH_CONFIG"  # the supervisor's resolved config (yaml) that the workers train, for a new run
 # Several machines (a multi-node SLURM job, one supervisor per node; scripts/slurm/train.slurm sets them from SLURM's
 # variables): RL_NUM_MACHINES, RL_MACHINE_RANK (else SLURM_NODEID), RL_MAIN_PROCESS_IP, RL_MAIN_PROCESS_PORT.
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
@@ -75,7 +76,10 @@ def accelerate_command(config_file: Path, num_processes: int, train_args: list[s
 
 
 def _ignore_forwarded() -> None:  # in the launcher's process, before exec: see the module docstring
-    for s in FORWARDED:
+    # SIGUSR1/2 too: submitit's time-limit signal (--signal=USR2@...) reaches every process of the job step, and a
+    # process without a handler dies of it; it is the supervisor's (workbench.sweep.job turns it into SIGTERM, which
+    # reaches the workers the usual way). Ignored dispositions survive exec, so the workers ignore them as well.
+    for s in (*FORWARDED, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(s, signal.SIG_IGN)
 
 
@@ -86,6 +90,55 @@ def worker_codes(exit_dir: Path) -> dict[int, int]:
         with contextlib.suppress(ValueError):
             codes[int(f.name[4:])] = int(f.read_text().strip())
     return codes
+
+
+def launch_config():
+    """In a worker of a new run: the TrainConfig the supervisor resolved (so a config built in Python, e.g. a sweep
+    job's with its runs_dir, name and W&B tags, reaches every rank as it is); else None."""
+    path = os.environ.get(CONFIG_ENV)
+    if not path:
+        return None
+    import yaml
+
+    from workbench.config import to_train_config
+
+    return to_train_config(yaml.safe_load(Path(path).read_text()))
+
+
+def train_on_processes(cfg, overrides: list[str], resume: str | Path | None = None, progress: bool = True):
+    """`workbench.train.train` for `cfg.launch.num_processes` > 1 (the CLI and sweep jobs both come here): check,
+    supervise the N workers, return the run directory. A run the workers stopped or that failed raises what
+    `train` raises (RunInterrupted, or an exception), with `run_dir`, `exit_code` and `reported` (rank 0 printed the
+    one line already)."""
+    import yaml
+
+    from workbench.checks import check_train
+    from workbench.config import to_dict
+    from workbench.lifecycle import RunInterrupted
+    from workbench.parallel import check_accelerate_config
+    from workbench.runs import RunDir
+
+    check_train(cfg, new_run=resume is None)  # bad input: one line here, before N processes start
+    config_file = check_accelerate_config(cfg.launch.accelerate_config, cfg.launch.num_processes)
+    env: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="rl-launch-") as tmp:
+        if resume is None:
+            env[CONFIG_ENV] = str(Path(tmp) / "config.yaml")
+            Path(env[CONFIG_ENV]).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        args = [*overrides, *(["--resume", str(resume)] if resume is not None else []),
+                *([] if progress else ["--quiet"])]
+        code, run_dir = run(args, cfg.launch.num_processes, config_file, threads=cfg.threads, extra_env=env)
+    if code == 0 and run_dir is not None:
+        return RunDir(Path(run_dir))
+    if code - 128 in (int(signal.SIGTERM), int(signal.SIGHUP), int(signal.SIGINT)):
+        err: BaseException = RunInterrupted(code - 128)
+    else:
+        err = RuntimeError(f"training on {cfg.launch.num_processes} processes ended with exit code {code} (its "
+                           f"workers' output says why)")
+        err.exit_code = code  # type: ignore[attr-defined]  (RunInterrupted's is 128 + its signal already)
+    err.run_dir = run_dir  # type: ignore[attr-defined]
+    err.reported = True  # type: ignore[attr-defined]
+    raise err
 
 
 def exit_code(exit_dir: Path, launcher_code: int) -> int:
@@ -125,8 +178,9 @@ class _StderrFilter(threading.Thread):
 
 
 def run(train_args: list[str], num_processes: int, config_file: Path, threads: int = 0, cwd: Path | None = None,
-        stdout=None, stderr: IO[str] | None = None) -> int:
-    """Run `rl train TRAIN_ARGS` on N processes through accelerate; wait; return the code to exit with.
+        stdout=None, stderr: IO[str] | None = None, extra_env: dict[str, str] | None = None) -> tuple[int, str | None]:
+    """Run `rl train TRAIN_ARGS` on N processes through accelerate; wait; return the code to exit with and the run
+    directory rank 0 trained in (None if it never had one).
 
     `threads`: the run's `threads` setting; with 0 (automatic) each worker gets its share of this node's free cores
     (`progress.choose_threads`), passed as OMP_NUM_THREADS (torchrun would otherwise set 1, with a warning)."""
@@ -143,6 +197,7 @@ def run(train_args: list[str], num_processes: int, config_file: Path, threads: i
         "PET_SIGNALS_TO_HANDLE": "SIGQUIT",  # torchrun's --signals-to-handle: not the ones we forward (docstring)
         "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(int(grace_seconds() + 60)),
         "OMP_NUM_THREADS": str(choose_threads(threads, processes=num_processes)[0]),
+        **(extra_env or {}),
     })
     cmd = accelerate_command(config_file, num_processes, train_args, env)
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, preexec_fn=_ignore_forwarded, stdout=stdout,
@@ -177,13 +232,27 @@ def run(train_args: list[str], num_processes: int, config_file: Path, threads: i
         errors.join(timeout=10)
         if len(worker_codes(exit_dir)) < num_processes:  # a worker ended without saying how: show torchrun's report
             errors.release()
-        return exit_code(exit_dir, rc)
+        run_dir = exit_dir / "run_dir"
+        return exit_code(exit_dir, rc), (run_dir.read_text() if run_dir.exists() else None)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
         for f in exit_dir.glob("*"):
             f.unlink()
         exit_dir.rmdir()
+
+
+def note_run_dir(path: str | Path | None) -> None:
+    """In rank 0 of `run`: tell the supervisor which run directory this training used."""
+    folder = os.environ.get(EXIT_DIR_ENV)
+    if path is not None and folder and os.path.isdir(folder) and os.environ.get("RANK", "0") == "0":
+        _write(Path(folder) / "run_dir", str(path))
+
+
+def _write(f: Path, text: str) -> None:
+    tmp = f.with_name(f.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(f)
 
 
 @contextlib.contextmanager
@@ -201,7 +270,4 @@ def record_exit_code() -> Iterator[None]:
         raise
     finally:
         if folder and os.path.isdir(folder):
-            f = Path(folder) / f"rank{os.environ.get('RANK', '0')}"
-            tmp = f.with_suffix(".tmp")
-            tmp.write_text(str(code))
-            tmp.replace(f)
+            _write(Path(folder) / f"rank{os.environ.get('RANK', '0')}", str(code))

@@ -140,8 +140,13 @@ def train(
 
     Every check that needs no model runs first; nothing is written before the model has loaded. The process holds
     the run directory's lock from its creation (or, with `resume`, from before the model loads) to the end, and
-    refreshes meta.json's heartbeat meanwhile.
+    refreshes meta.json's heartbeat meanwhile. With `cfg.launch.num_processes` > 1 (and not already one of several
+    processes) this process supervises N workers that run it (`workbench.launch.train_on_processes`).
     """
+    from workbench.launch import launched, train_on_processes
+
+    if cfg.launch.num_processes > 1 and not launched():  # supervise N workers that each run this function
+        return train_on_processes(cfg, overrides, resume=resume, progress=progress)
     from workbench.lifecycle import StopSignals
 
     # several processes (torchrun / accelerate launch / launch.num_processes): ranks stop only where they agree
@@ -237,6 +242,9 @@ def _train(cfg: TrainConfig, overrides: list[str], argv: list[str] | None, resum
         if state.num_processes > 1:
             broadcast_object_list(shared)
         run, run_id = RunDir(Path(shared[0])), shared[1]
+        from workbench.launch import note_run_dir
+
+        note_run_dir(run.path)  # (rank 0 of a supervised launch) so a sweep job learns where its run lives
         return _run_training(cfg, run, run_id, resume, progress, signals, state, console, prepared.checked, model,
                              tokenizer)
     finally:

@@ -75,7 +75,9 @@ def epoch_seeded(sampler):
     transformers does not replay earlier epochs on resume, so a run resumed in epoch k >= 1 trained epoch k in epoch
     0's order: a SLURM run requeued at step 104 of 25-step epochs diverged from the uninterrupted run at step 105.
     Epoch 0's order is TRL's (seed + 0); later epochs differ from plain TRL's order but are the same whether or not
-    the run was resumed. A sampler without a seed or without shuffling is returned unchanged."""
+    the run was resumed. A sampler without a seed or without shuffling is returned unchanged. accelerate's
+    `set_epoch` does not reach the sampler through the batch sampler that resumed epochs skip batches with
+    (three wrappers deep), so `EpochSeedCallback` also sets it at every epoch start."""
     from trl.trainer.utils import RepeatSampler
 
     class EpochSeededRepeatSampler(RepeatSampler):
@@ -88,11 +90,25 @@ def epoch_seeded(sampler):
     return sampler
 
 
+class EpochSeedCallback(TrainerCallback):
+    """At each epoch start (the resumed one included: `state.epoch` is restored from the checkpoint, e.g. 1.12), seed
+    the trainer's `epoch_seeded` sampler with that epoch, before the epoch's dataloader iterator is made."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        sampler = getattr(self.trainer, "_epoch_sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(math.floor(float(state.epoch or 0.0) + 1e-6))
+
+
 class ShapingMixin:
     """Shared by the GRPO and RLOO subclasses. Set up by `setup_shaping` right after TRL's __init__."""
 
     def _get_train_sampler(self, *args, **kwargs):
-        return epoch_seeded(super()._get_train_sampler(*args, **kwargs))
+        self._epoch_sampler = epoch_seeded(super()._get_train_sampler(*args, **kwargs))
+        return self._epoch_sampler
 
     def setup_shaping(
         self,
@@ -122,6 +138,7 @@ class ShapingMixin:
         for term in [*reward_terms, *advantage_terms, *regularizers]:
             term.bind_tokenizer(tok)
         self.splitter = ThinkSplitter(tok)  # the think/answer boundary, as rl eval finds it (workbench.signals)
+        self.add_callback(EpochSeedCallback(self))  # a resumed epoch keeps its data order (epoch_seeded)
         self._process_slice = slice(None)
         self._batch: dict[str, Any] | None = None
         self._loss_inputs: dict[str, Any] | None = None
