@@ -143,13 +143,12 @@ def _train_command(overrides: list[str], name: str | None, dry_run: bool, resume
             from workbench.config import to_dict
 
             check_train(cfg, new_run=resume is None)  # the checks a real run makes before it loads the model
-            if cfg.launch.num_processes > 1:
-                from workbench.parallel import check_accelerate_config
-
-                config_file = check_accelerate_config(cfg.launch.accelerate_config, cfg.launch.num_processes)
             typer.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False), nl=False)
             if cfg.launch.num_processes > 1:
-                typer.echo(f"launch: {cfg.launch.num_processes} processes, accelerate config {config_file}", err=True)
+                from workbench.parallel import accelerate_config_path
+
+                typer.echo(f"launch: {cfg.launch.num_processes} processes, accelerate config "
+                           f"{accelerate_config_path(cfg.launch.accelerate_config)}", err=True)
             typer.echo("dry run: config valid; nothing written", err=True)
             return
         from workbench.train import print_summary, train as run_train

@@ -160,6 +160,12 @@ def check_train(cfg: TrainConfig, with_task: bool = True, new_run: bool = True) 
     check_ranges(cfg)
     if new_run:
         check_runs_dir(cfg.runs_dir)
+    from workbench.parallel import accelerate_config_path, check_accelerate_config
+
+    if cfg.launch.num_processes > 1:  # the launch itself (GPUs, deepspeed, FSDP on CPU), before any process starts
+        check_accelerate_config(cfg.launch.accelerate_config, cfg.launch.num_processes)
+    else:  # a misspelt preset is an error even where it is not used yet
+        accelerate_config_path(cfg.launch.accelerate_config)
     reward_terms = build_terms("reward", cfg.reward)
     if not reward_terms:
         raise ConfigError("reward: no reward terms selected; e.g. reward=[correctness,format]")

@@ -115,11 +115,11 @@ def train_on_processes(cfg, overrides: list[str], resume: str | Path | None = No
     from workbench.checks import check_train
     from workbench.config import to_dict
     from workbench.lifecycle import RunInterrupted
-    from workbench.parallel import check_accelerate_config
+    from workbench.parallel import accelerate_config_path
     from workbench.runs import RunDir
 
-    check_train(cfg, new_run=resume is None)  # bad input: one line here, before N processes start
-    config_file = check_accelerate_config(cfg.launch.accelerate_config, cfg.launch.num_processes)
+    check_train(cfg, new_run=resume is None)  # bad input (the launch too): one line here, before N processes start
+    config_file = accelerate_config_path(cfg.launch.accelerate_config)
     env: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="rl-launch-") as tmp:
         if resume is None:
