@@ -72,6 +72,9 @@ DefMemPerCPU=512
 MinJobAge=3600
 ReturnToService=2
 SchedulerType=sched/backfill
+# a requeued job becomes eligible again only on a scheduling pass (every 60 s by default, 30 s for backfill): look
+# every 5 s, so a job requeued at its time limit starts again ~15 s later instead of up to a minute
+SchedulerParameters=sched_interval=5,bf_interval=5
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
 SlurmctldPidFile=$DIR/slurmctld.pid

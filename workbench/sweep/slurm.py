@@ -106,7 +106,9 @@ def sinfo_partitions(timeout: float = 15.0) -> tuple[Partitions | None, str | No
         return None, f"sinfo failed ({type(e).__name__})"
     if res.returncode != 0:
         lines = [x.strip() for x in (res.stderr or res.stdout or "").splitlines() if x.strip()]
-        return None, f"sinfo failed: {lines[0][:200] if lines else f'exit code {res.returncode}'}"
+        # the fatal line says why ("Could not establish a configuration source": no slurm.conf, no SLURM_CONF)
+        line = next((x for x in lines if "fatal:" in x), lines[0] if lines else f"exit code {res.returncode}")
+        return None, f"sinfo failed: {line[:200]}"
     return parse_sinfo(res.stdout), None
 
 
