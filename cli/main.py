@@ -123,7 +123,11 @@ def _train_command(overrides: list[str], name: str | None, dry_run: bool, resume
             run = RunDir.open(resume)
             if run.status == "completed":
                 fail(f"run already completed: {resume} (summary.json exists); start a new run instead")
-            if run.lock_state():  # a live process trains in it (train() takes the lock for real later)
+            from workbench.launch import launched
+
+            # a live process trains in it (train() takes the lock for real later). Not in the workers of a
+            # supervised launch: the supervisor checked, and rank 0 may hold the lock already when rank 1 looks.
+            if not launched() and run.lock_state():
                 from workbench.runs import RunInUse
 
                 raise RunInUse(run, run.lock_holder())
@@ -169,7 +173,10 @@ def _train_command(overrides: list[str], name: str | None, dry_run: bool, resume
 
 
 def _train_error(e: BaseException) -> None:
-    """The one line for a training that did not complete, and its exit code."""
+    """The one line for a training that did not complete, and its exit code (from rank 0 only, when there are
+    several processes: the others exit with the same code, silently)."""
+    if os.environ.get("RANK", "0") != "0" and isinstance(e, Exception):
+        raise typer.Exit(2 if isinstance(e, ConfigError) else 1) from None
     try:
         raise e
     except ConfigError as e:
