@@ -80,7 +80,8 @@ def _hf_reference(model, tokenizer, prompt_ids: list[list[int]], comps) -> tuple
     return lps, ents
 
 
-def _compare(model, tokenizer, prompts: list[str], handle, use_chat_template: bool, max_new: int):
+def _compare(model, tokenizer, prompts: list[str], handle, use_chat_template: bool, max_new: int,
+             top_logprobs: int = vllm_backend.TOP_LOGPROBS):
     """Greedy hf and vLLM on the same prompts: (hf samples, vLLM completions, max |logprob gap|, entropy checks)."""
     from workbench.evaluation.generate import sample
     from workbench.prompts import prompt_token_ids
@@ -88,7 +89,7 @@ def _compare(model, tokenizer, prompts: list[str], handle, use_chat_template: bo
     hf = sample(model, tokenizer, prompts, n=1, temperature=0.0, max_new_tokens=max_new,
                 use_chat_template=use_chat_template, with_entropy=True)
     prompt_ids = [prompt_token_ids(tokenizer, p, use_chat_template) for p in prompts]
-    comps = [c[0] for c in vllm_backend.generate(handle, prompt_ids, 1, 0.0, max_new)]
+    comps = [c[0] for c in vllm_backend.generate(handle, prompt_ids, 1, 0.0, max_new, top_logprobs=top_logprobs)]
     ref_lp, ref_ent = _hf_reference(model, tokenizer, prompt_ids, comps)
     gap = max(abs(a - b) for c, r in zip(comps, ref_lp) for a, b in zip(c.logprobs, r))
     return hf, comps, gap, ref_ent
@@ -134,11 +135,12 @@ def test_tiny_greedy_agrees_with_hf_token_for_token_and_in_logprobs(tiny):
 
 @needs_vllm
 def test_tiny_entropy_approximation_within_its_bounds_of_the_exact_hf_entropy(tiny):
-    """vLLM's top-20 entropy (vocabulary 103) against the hf backend's exact one, per token: a lower bound, and the
-    gap within r log(V - m) (module docstring of vllm_backend). Measured: exact - approx max 0.43, mean 0.057 nats
-    (the warm-started tiny model's distributions are flat; r is the mass outside the top 20)."""
+    """vLLM's top-k entropy against the hf backend's exact one, per token: a lower bound, and the gap within the
+    stated error (module docstring of vllm_backend). With k=20 of the 103-token vocabulary (here, to keep a tail):
+    measured exact - approx max 0.074, mean 0.017 nats (the cruder -r log r tail: max 0.43, mean 0.057)."""
     model, tok, handle, prompts, _ = tiny
-    hf, comps, _, ref_ent = _compare(model, tok, prompts, handle, False, MAX_NEW)
+    hf, comps, _, ref_ent = _compare(model, tok, prompts, handle, False, MAX_NEW, top_logprobs=20)
+    assert any(e > 0 for c in comps for e in c.entropy_error)  # some mass outside the top 20: the bounds are tested
     worst = 0.0
     for h, c, exact in zip(hf, comps, ref_ent):
         assert h.entropy is not None and len(h.entropy) == len(c.entropy) == len(c.ids)
