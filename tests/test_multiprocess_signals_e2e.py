@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from procs import finish as _finish, run_dir as _run_dir, wandb_exit_codes as _wandb_exit_codes
 from workbench.runs import RunDir, read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -38,16 +39,8 @@ def _rl(args) -> subprocess.Popen:
     return proc
 
 
-def _finish(proc, timeout=600) -> str:
-    proc.wait(timeout=timeout)
-    proc.err_file.seek(0)
-    return proc.err_file.read()
 
 
-def _run_dir(runs: Path) -> RunDir | None:
-    dirs = [p.parent for p in runs.rglob("config.yaml")] if runs.exists() else []
-    assert len(dirs) <= 1, dirs
-    return RunDir(dirs[0]) if dirs else None
 
 
 def _ranks(proc) -> dict[int, psutil.Process]:
@@ -84,11 +77,6 @@ def _wait_for_step(runs, proc, step):
     return _wait(reached, proc, f"step {step}")
 
 
-def _wandb_exit_codes(run: RunDir) -> list[str]:
-    out = []
-    for log in sorted(run.wandb_dir.glob("offline-run-*/logs/debug.log")):
-        out += [line.rsplit("got exitcode:", 1)[1].strip() for line in log.read_text().splitlines() if "got exitcode:" in line]
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from procs import finish as _finish, run_dir as _run_dir, wandb_exit_codes as _wandb_exit_codes
 from workbench.runs import RunDir, read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -33,17 +34,8 @@ def _rl(args) -> subprocess.Popen:
     return proc
 
 
-def _finish(proc: subprocess.Popen, timeout: float = 600) -> str:
-    """Wait for the process; its stderr."""
-    proc.wait(timeout=timeout)
-    proc.err_file.seek(0)
-    return proc.err_file.read()
 
 
-def _run_dir(runs: Path) -> RunDir | None:
-    dirs = [p.parent for p in runs.rglob("config.yaml")] if runs.exists() else []
-    assert len(dirs) <= 1, dirs
-    return RunDir(dirs[0]) if dirs else None
 
 
 def _wait_for_step(runs: Path, proc: subprocess.Popen, step: int, timeout: float = 300) -> RunDir:
@@ -64,11 +56,6 @@ def _steps(run: RunDir, f: Path | None = None) -> list[int]:
     return [r["step"] for r in read_jsonl(f or run.metrics_file)]
 
 
-def _wandb_exit_codes(run: RunDir) -> list[str]:
-    out = []
-    for log in sorted(run.wandb_dir.glob("offline-run-*/logs/debug.log")):
-        out += [line.rsplit("got exitcode:", 1)[1].strip() for line in log.read_text().splitlines() if "got exitcode:" in line]
-    return out
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
