@@ -107,7 +107,8 @@ start_munge() {
   die "munged did not start (see $DIR/munge/munged.log)"
 }
 
-node_state() { sinfo -h -n "$NODE" -o %T 2>/dev/null | head -1; }
+# never fails (set -e): before slurmctld answers there is no state
+node_state() { { sinfo -h -n "$NODE" -o %T 2>/dev/null || true; } | head -1; }
 
 cmd_start() {
   local t0=$SECONDS
