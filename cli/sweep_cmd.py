@@ -148,10 +148,12 @@ def sweep_command(
                 typer.echo(f"nothing to resume: every job of {sweep_dir} is completed")
                 print_summary(sweep_dir, sw.read_index(sweep_dir))
                 return
+            hydra_now = _merge_hydra(definition["hydra_overrides"], overrides)
+            sw.check_resume_launcher(definition, hydra_now)  # a SLURM request the cluster cannot meet: exit 2 here
             if dry_run:
                 typer.echo(f"would rerun {desc} of {sweep_dir}")
                 return
-            _set_hydra(sweep_dir, definition, _merge_hydra(definition["hydra_overrides"], overrides))
+            _set_hydra(sweep_dir, definition, hydra_now)
 
             def go() -> None:
                 if definition["kind"] == "grid":

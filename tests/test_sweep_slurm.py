@@ -311,3 +311,14 @@ def test_the_time_limit_signal_stops_training_then_hands_over_to_submitits_reque
     run = RunDir(sweep_dir / rec["run_dir"])
     assert run.status == "interrupted" and run.read_meta()["signal"] == "SIGTERM"  # USR2 became SIGTERM
     assert resume_point(sweep_dir, rec) == run.path.resolve()  # the requeued job continues this run directory
+
+
+def test_resume_on_a_launcher_the_cluster_cannot_serve_is_refused_before_submission(tmp_path, monkeypatch):
+    plan = sw.plan_sweep(["seed=1,2", "logger=none", f"runs_dir={tmp_path / 'runs'}"])
+    sweep_dir = sw.create_sweep_dir(plan, ["rl", "sweep", "seed=1,2"])
+    calls = fake_tools(tmp_path, monkeypatch, CPU_ONLY)
+    line = error_line(rl("--resume", str(sweep_dir), "hydra/launcher=slurm_gpu", "hydra.launcher.partition=cpu"))
+    assert "hydra.launcher.gpus_per_node=1: SLURM partition 'cpu' has no GPUs" in line, line
+    assert not calls.exists() and sw.read_definition(sweep_dir)["hydra_overrides"] == []  # nothing changed
+    res = rl("--resume", str(sweep_dir), "hydra/launcher=slurm_cpu", "--dry-run")
+    assert res.exit_code == 0 and "would rerun job(s) 0, 1" in res.output, res.output

@@ -24,5 +24,13 @@ from workbench.sweep.directory import (
 from workbench.sweep.job import run_job
 from workbench.sweep.launch import launch_grid, launch_optuna
 from workbench.sweep.objectives import check_objective, describe_objective, objective_metrics, objective_value
-from workbench.sweep.plan import Job, SweepPlan, check_hydra_overrides, is_hydra, override_key, plan_sweep
+from workbench.sweep.plan import (
+    Job,
+    SweepPlan,
+    check_hydra_overrides,
+    check_resume_launcher,
+    is_hydra,
+    override_key,
+    plan_sweep,
+)
 from workbench.sweep.resume import jobs_to_resume, live_jobs, optuna_resume_state

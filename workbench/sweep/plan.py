@@ -227,6 +227,24 @@ def _plan_slurm(launcher_cfg: dict[str, Any]) -> dict[str, Any]:
             "slurm_checked": checked}
 
 
+def check_resume_launcher(definition: dict[str, Any], hydra_overrides: list[str]) -> None:
+    """`rl sweep --resume` with the sweep's (maybe new) launcher: the same SLURM check as a new sweep gets
+    (`_plan_slurm`), before anything is submitted."""
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    from workbench.compose import compose_config, hydra_context, one_line_error
+
+    try:
+        with hydra_context():
+            cfg = compose_config(list(definition["base_overrides"]) + list(hydra_overrides), with_hydra=True)
+    except HydraException as e:
+        raise ConfigError(one_line_error(str(e))) from None
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    assert isinstance(launcher, dict)
+    _plan_slurm(launcher)
+
+
 def _point(overrides: list[str], parsed) -> list[str]:
     """Each sweep override replaced by `key=<its first value>` (the start of an interval)."""
     out = []
