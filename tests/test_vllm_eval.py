@@ -100,7 +100,9 @@ def _compare(model, tokenizer, prompts: list[str], handle, use_chat_template: bo
 
 @pytest.fixture(scope="module")
 def tiny():
-    """The tiny model (head size 32) through transformers, its engine, and prompts: (model, tok, handle, prompts)."""
+    """The tiny model (head size 32) through transformers, its engine, prompts and task. Tests that start and close
+    an engine of their own use this one before closing theirs only: on CPU the engine runs in this process, and
+    closing any engine tears down vLLM's process-wide state (VLLMModel.close)."""
     if importlib.util.find_spec("vllm") is None:
         pytest.skip("vllm is not installed: bash scripts/setup_vllm.sh")
     from workbench.models import load_model_and_tokenizer
@@ -216,6 +218,37 @@ def test_lora_adapter_checkpoint_merged_on_the_fly_matches_hf_loading_the_adapte
     # the adapter changed the model (else this test could not tell merged from base)
     assert [c.ids for c in comps] != [c.ids for c in base_comps] or any(
         abs(a - b) > 10 * TINY_LOGPROB_TOL for c, b_ in zip(comps, base_comps) for a, b in zip(c.logprobs, b_.logprobs))
+
+
+@needs_vllm
+def test_a_generation_config_repetition_penalty_applies_as_in_hf(tiny, tmp_path):
+    """A model whose generation_config.json sets repetition_penalty (Qwen2.5-Instruct ships 1.1): the hf backend's
+    model.generate applies it; vLLM gets it too, so greedy tokens still agree and differ from the unpenalised ones."""
+    from workbench.evaluation.generate import sample
+    from workbench.models.hf import load_hf
+    from workbench.prompts import prompt_token_ids
+
+    model, tok, _, prompts, task = tiny
+    model.generation_config.repetition_penalty = 1.5
+    try:
+        model.save_pretrained(tmp_path)
+    finally:
+        model.generation_config.repetition_penalty = 1.0
+    tok.save_pretrained(tmp_path)
+    cfg = ModelConfig(kind="hf", name_or_path=str(tmp_path))
+    hf_model, hf_tok, _ = load_hf(cfg)
+    assert hf_model.generation_config.repetition_penalty == 1.5
+    hf = sample(hf_model, hf_tok, prompts, n=1, temperature=0.0, max_new_tokens=MAX_NEW)
+    ids = [prompt_token_ids(tok, p, False) for p in prompts]
+    plain = sample(model, tok, prompts, n=1, temperature=0.0, max_new_tokens=MAX_NEW)  # = vLLM's, by the greedy test
+    handle, _, _ = vllm_backend.load(cfg, task, prompts, MAX_NEW)
+    try:
+        assert handle.repetition_penalty == 1.5
+        comps = [c[0] for c in vllm_backend.generate(handle, ids, 1, 0.0, MAX_NEW)]
+    finally:
+        handle.close()
+    assert [c.ids for c in comps] == [h.ids for h in hf]
+    assert [c.ids for c in comps] != [c.ids for c in plain]  # the penalty changed something: the test can tell
 
 
 @needs_vllm

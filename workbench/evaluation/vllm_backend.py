@@ -13,6 +13,7 @@ is made to match:
   tokenizes for training and as the hf backend generates from), handed to vLLM as `TokensPrompt`s. vLLM never loads
   a tokenizer (`skip_tokenizer_init=True`): AutoTokenizer would turn the tiny model's WordLevel tokenizer into a
   Qwen2 tokenizer (see `workbench.models.hf.load_tokenizer`), so the workbench's own tokenizer decodes the ids.
+* **Repetition penalty**: the model's generation config's, as `model.generate` applies it in the hf backend.
 * **Stopping**: the eos ids are the hf backend's (`generate.eos_token_ids`: the model's generation config, else the
   tokenizer's eos), given as `stop_token_ids` with `ignore_eos=True`, so vLLM's own eos guess (tokenizer + its
   reading of generation_config.json) cannot add or drop one. Sampling: top-k/top-p off, as in the hf backend.
@@ -121,10 +122,15 @@ class VLLMModel:
     vocab_size: int
     max_model_len: int
     temp_dir: Path | None = None  # a merged LoRA checkpoint, deleted by close()
+    repetition_penalty: float = 1.0  # the model's generation config's, as the hf backend applies it
     closed: bool = field(default=False)
 
     def close(self) -> None:
-        """Shut the engine down (frees its KV cache and weights) and delete a merged temporary folder."""
+        """Shut the engine down (frees its KV cache and weights) and delete a merged temporary folder.
+
+        With the engine in this process (CPU), shutting down also destroys vLLM's process-wide parallel groups, so
+        another engine still open in the process stops working ("pipeline model parallel group is not
+        initialized"); engines started afterwards work. `rl eval` holds one engine at a time."""
         if self.closed:
             return
         self.closed = True
@@ -184,9 +190,12 @@ def _merge_adapter(folder: Path, dtype: str) -> tuple[str, Any, Path]:
     return str(tmp), tok, tmp
 
 
-def _generation_eos(source: str, tokenizer: Any) -> set[int]:
-    """The hf backend's eos ids (`generate.eos_token_ids`) without loading the model: transformers' generation
-    config of the folder (generation_config.json, else derived from config.json, as from_pretrained does)."""
+def _generation_config(source: str, tokenizer: Any) -> tuple[set[int], float]:
+    """(eos ids, repetition penalty) as the hf backend generates, without loading the model: from transformers'
+    generation config of the folder (generation_config.json, else derived from config.json, as from_pretrained
+    does). The eos ids are `generate.eos_token_ids`'s; the repetition penalty is the one generation-config default
+    that `model.generate` still applies under the hf backend's explicit temperature/top-k/top-p (Qwen2.5-Instruct
+    ships 1.1); vLLM applies it the same way (to prompt and completion tokens)."""
     from types import SimpleNamespace
 
     from transformers import AutoConfig, GenerationConfig
@@ -197,7 +206,8 @@ def _generation_eos(source: str, tokenizer: Any) -> set[int]:
         gen = GenerationConfig.from_pretrained(source)
     except OSError:
         gen = GenerationConfig.from_model_config(AutoConfig.from_pretrained(source))
-    return eos_token_ids(SimpleNamespace(generation_config=gen), tokenizer)
+    penalty = float(getattr(gen, "repetition_penalty", None) or 1.0)
+    return eos_token_ids(SimpleNamespace(generation_config=gen), tokenizer), penalty
 
 
 def _check_cpu_head_size(source: str) -> None:
@@ -231,7 +241,7 @@ def load(cfg: ModelConfig, task: Any, prompts: list[str] | None = None,
         cpu = on_cpu()
         if cpu:
             _check_cpu_head_size(source)
-        eos_ids = _generation_eos(source, tokenizer)
+        eos_ids, penalty = _generation_config(source, tokenizer)
         max_len = None
         if prompts and max_new_tokens:
             from workbench.prompts import prompt_token_ids
@@ -240,7 +250,8 @@ def load(cfg: ModelConfig, task: Any, prompts: list[str] | None = None,
             max_len = longest + int(max_new_tokens)
         llm = _start(source, cfg.dtype, cpu, max_len)
         mc = llm.llm_engine.model_config
-        handle = VLLMModel(llm, source, eos_ids, int(mc.get_vocab_size()), int(mc.max_model_len), temp)
+        handle = VLLMModel(llm, source, eos_ids, int(mc.get_vocab_size()), int(mc.max_model_len), temp,
+                           repetition_penalty=penalty)
     except BaseException:
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
@@ -346,7 +357,8 @@ def generate(handle: VLLMModel, prompt_ids: list[list[int]], n: int, temperature
     params = [
         SamplingParams(n=1 if greedy else n, temperature=0.0 if greedy else float(temperature),
                        max_tokens=int(max_new_tokens), logprobs=top_logprobs, ignore_eos=True,
-                       stop_token_ids=sorted(handle.eos_ids), detokenize=False, seed=rng.randrange(2**31))
+                       stop_token_ids=sorted(handle.eos_ids), detokenize=False, seed=rng.randrange(2**31),
+                       repetition_penalty=handle.repetition_penalty)
         for _ in prompt_ids
     ]
     outputs = handle.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids], params,
