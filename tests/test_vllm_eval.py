@@ -324,3 +324,38 @@ def test_smollm2_greedy_agrees_with_hf_token_for_token_and_in_logprobs(smollm2_d
         assert c.ids == h.ids, (tok.decode(h.ids), tok.decode(c.ids))
     print(f"SmolLM2: max |logprob gap| {gap:.2e} over {sum(len(c.ids) for c in comps)} tokens")
     assert gap < SMOLLM2_LOGPROB_TOL
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_rl_eval_of_a_lora_run_checkpoint_all_greedy_matches_hf(tmp_path):
+    """`rl train` a tiny LoRA run (3 steps: checkpoint-2 holds the adapter, final/ the merged model), then the
+    runner's `--checkpoint all` at temperature 0 with each backend: every checkpoint's completions are identical
+    (one engine at a time, closed between checkpoints)."""
+    from conftest import TINY
+
+    from workbench.compose import compose
+    from workbench.config import to_train_config
+    from workbench.evaluation import runner
+    from workbench.train import train
+
+    head32 = ["model.tiny.hidden_size=64", "model.tiny.num_heads=2", "model.tiny.num_kv_heads=1"]
+    overrides = ["experiment=quickstart", *TINY, *head32, "model.lora.enabled=true", "logger=none",
+                 f"runs_dir={tmp_path / 'runs'}"]
+    run = train(to_train_config(compose("train", overrides)), overrides, argv=["rl", "train"], progress=False)
+    assert run.status == "completed"
+    completions = {}
+    for backend in ("hf", "vllm"):
+        plan = runner.plan_run_eval(run.path, ["eval.temperature=0", "eval.n=1", f"eval.backend={backend}",
+                                               "eval.threads=1"], "all")
+        labels = [t.label for t in plan.targets]
+        assert "final" in labels and any(label.startswith("checkpoint-") for label in labels)
+        adapter = [t for t in plan.targets if (t.model_dir / "adapter_config.json").exists()]
+        assert adapter, "the LoRA run's checkpoints hold adapters (the merge-on-the-fly path)"
+        runner.execute(plan, progress=False, force=True)
+        completions[backend] = {
+            t.label: [(r["problem"], r["completion"], r["length"], r["truncated"])
+                      for r in map(json.loads, open(t.out_dir / "samples.jsonl"))]
+            for t in plan.targets
+        }
+    assert completions["vllm"] == completions["hf"]
