@@ -9,15 +9,19 @@ arithmetic asked in words (the task `scripts/bench_eval.py --model smollm2` uses
 per problem at the same temperature and token limit, per-token entropy and the task's scorer. Timed: generation
 and scoring (`rl eval`'s tokens/s); not timed, reported apart: loading the model (hf) and starting the engine
 (vLLM), each once per evaluated checkpoint. Both get a short warm-up first (vLLM's first batch costs ~4 s extra).
+The engine is started once and reused: a fixed seed gives the same samples on every repeat.
 Tokens are the model's completion tokens up to and including EOS. Threads: --threads for both (torch's intra-op
 threads; vLLM on CPU runs in this process with VLLM_CPU_OMP_THREADS_BIND=nobind, so the same count applies).
-Prints the command, the thread count, the load average before and after, and the ratio.
+The backends alternate for --repeats runs (both loaded at once), so load from other jobs on the machine falls on
+both alike; the ratio printed is the median of the per-repeat ratios. Prints the command, the thread count, the
+load average before and after (and at each run's start), and the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,6 +42,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128, help="the hf backend's eval.batch_size")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both backends")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per backend, alternating hf / vllm")
     args = ap.parse_args()
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -65,25 +70,25 @@ def main() -> None:
                    batch_size=args.batch_size, seed=args.seed)
     warm = EvalConfig(n=2, temperature=args.temperature, max_new_tokens=8, seed=args.seed)
     price = PriceConfig()
-    results = {}
 
     t0 = time.perf_counter()
     model, tok, info = load_model_and_tokenizer(cfg, task, progress=False)
-    setup_hf = time.perf_counter() - t0
-    generate_rows(model, tok, task, examples[:2], warm, price, True)
-    t0 = time.perf_counter()
-    rows, perf = generate_rows(model, tok, task, examples, e, price, True)
-    results["hf"] = (time.perf_counter() - t0, rows, perf, setup_hf)
-    del model
-
+    setup = {"hf": time.perf_counter() - t0}
     t0 = time.perf_counter()
     handle, vtok, _ = vllm_backend.load(cfg, task, [x["prompt"] for x in examples], args.max_new_tokens)
-    setup_vllm = time.perf_counter() - t0
+    setup["vllm"] = time.perf_counter() - t0
+    runs: dict[str, list[tuple[float, list, dict, float]]] = {"hf": [], "vllm": []}
     try:
+        generate_rows(model, tok, task, examples[:2], warm, price, True)
         generate_rows(handle, vtok, task, examples[:2], warm, price, True, backend="vllm")
-        t0 = time.perf_counter()
-        rows, perf = generate_rows(handle, vtok, task, examples, e, price, True, backend="vllm")
-        results["vllm"] = (time.perf_counter() - t0, rows, perf, setup_vllm)
+        # Alternating, so a change in the machine's load (other jobs on these cores) hits both backends alike.
+        for _ in range(args.repeats):
+            for backend in ("hf", "vllm"):
+                m, t = (model, tok) if backend == "hf" else (handle, vtok)
+                load = os.getloadavg()[0]
+                t0 = time.perf_counter()
+                rows, perf = generate_rows(m, t, task, examples, e, price, True, backend=backend)
+                runs[backend].append((time.perf_counter() - t0, rows, perf, load))
     finally:
         handle.close()
 
@@ -93,18 +98,25 @@ def main() -> None:
           f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"model: SmolLM2-135M-Instruct ({info['num_params']:,} params, {args.dtype}, chat template)")
     print(f"workload: {len(examples)} problems x {args.n} samples = {len(examples) * args.n} completions, "
-          f"T={args.temperature}, max_new_tokens={args.max_new_tokens}")
-    rates = {}
-    for backend, (seconds, rows, perf, setup) in results.items():
-        tokens = sum(r["length"] for r in rows)
-        rates[backend] = tokens / seconds
-        acc = sum(r["score"] for r in rows) / len(rows)
+          f"T={args.temperature}, max_new_tokens={args.max_new_tokens}, {args.repeats} alternating repeats")
+    if args.temperature <= 0:
+        print("note: greedy -- vLLM generates each prompt once and repeats it n times (identical by definition); "
+              "the hf backend generates all n, so the ratio includes that saving")
+    rates: dict[str, list[float]] = {}
+    for backend, items in runs.items():
         what = "model load" if backend == "hf" else "engine start"
-        chunks = f", chunks of {perf['batch_size']}" if perf.get("batch_size") else ""
-        print(f"rl eval, eval.backend={backend}{chunks}: {tokens} tokens in {seconds:.2f} s = {rates[backend]:,.0f} "
-              f"tokens/s (accuracy {acc:.3f}, mean entropy {_mean(r['entropy'] for r in rows):.3f}); "
-              f"{what} {setup:.1f} s, not timed")
-    print(f"vllm / hf: {rates['vllm'] / rates['hf']:.2f}x tokens/s")
+        for i, (seconds, rows, perf, load) in enumerate(items):
+            tokens = sum(r["length"] for r in rows)
+            rates.setdefault(backend, []).append(tokens / seconds)
+            acc = sum(r["score"] for r in rows) / len(rows)
+            chunks = f", chunks of {perf['batch_size']}" if perf.get("batch_size") else ""
+            print(f"rl eval, eval.backend={backend}{chunks}, repeat {i + 1}: {tokens} tokens in {seconds:.2f} s = "
+                  f"{tokens / seconds:,.0f} tokens/s (accuracy {acc:.3f}, mean entropy "
+                  f"{_mean(r['entropy'] for r in rows):.3f}, load {load:.1f} at start)")
+        print(f"  {backend}: {what} {setup[backend]:.1f} s, not timed")
+    ratios = sorted(v / h for h, v in zip(rates["hf"], rates["vllm"]))
+    print(f"vllm / hf: {statistics.median(ratios):.2f}x tokens/s (median of {len(ratios)} alternating repeats; "
+          f"each: {', '.join(f'{r:.2f}' for r in ratios)})")
 
 
 def _mean(values) -> float:
