@@ -152,6 +152,37 @@ def trl_arguments(cfg: TrainConfig, reward_terms: list[Any], regularizers: list[
         return build_trl_args(cfg.algo.name, trl_options, fixed)
 
 
+def check_vllm_train(cfg: TrainConfig, mode: str) -> None:
+    """algo.use_vllm=true: vllm imports, and on CPU (workbench.vllm_cpu) the mode is colocate and the model's head
+    size is one vLLM's CPU attention has a kernel for; one line each instead of an engine traceback."""
+    from workbench.evaluation import vllm_backend
+
+    ok, why = vllm_backend.available()
+    if not ok:
+        raise ConfigError(f"algo.use_vllm=true: {why}")
+    if not vllm_backend.on_cpu():
+        return
+    if mode != "colocate":  # TRL's server-mode weight sync is NCCL-only ("needs a CUDA device, got 'cpu'")
+        raise ConfigError(f"algo.vllm_mode={mode!r} needs a CUDA device; on CPU use algo.vllm_mode=colocate")
+    m = cfg.model
+    if m.kind == "tiny":
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+        head, sizes = m.tiny.hidden_size // m.tiny.num_heads, CPUAttentionBackend.get_supported_head_sizes()
+        if head not in sizes:
+            raise ConfigError(f"algo.use_vllm=true: vLLM's CPU attention supports head sizes "
+                              f"{', '.join(map(str, sizes))}; the tiny model's is {head} (model.tiny.hidden_size "
+                              f"{m.tiny.hidden_size} / model.tiny.num_heads {m.tiny.num_heads})")
+    elif m.kind == "hf" and m.name_or_path and not m.gguf_file:
+        try:
+            vllm_backend._check_cpu_head_size(m.name_or_path)
+        except ConfigError as e:  # its message names eval.backend; the same limit, said for training
+            raise ConfigError(str(e).replace("eval.backend=vllm", "algo.use_vllm=true")
+                              .replace("use eval.backend=hf", "use algo.use_vllm=false")) from None
+        except (OSError, ValueError):  # no config.json to read yet (a hub name not in the cache): the engine will say
+            pass
+
+
 def check_train(cfg: TrainConfig, with_task: bool = True, new_run: bool = True) -> Checked:
     """All checks of a training config short of loading the model; see the module docstring. `new_run=False`
     (a resume) skips `runs_dir`, which a resumed run does not use."""
@@ -174,6 +205,8 @@ def check_train(cfg: TrainConfig, with_task: bool = True, new_run: bool = True) 
     if cfg.algo.name == "rloo" and any(r.has_token_hook or r.has_loss for r in regularizers):
         raise ConfigError("regularizer: loss-side terms (clip_cov, kl_cov, siren) work with algo=grpo only")
     args = trl_arguments(cfg, reward_terms, regularizers)
+    if args.use_vllm:
+        check_vllm_train(cfg, args.vllm_mode)
     task, train_examples, eval_examples = None, [], []
     check_tool_chat(cfg.task, cfg.model)
     if with_task:

