@@ -3,6 +3,8 @@ holding a tiny randomly initialised model (the plumbing, not accuracy; the train
 
 from __future__ import annotations
 
+import importlib.util
+
 import json
 import shutil
 from pathlib import Path
@@ -102,7 +104,8 @@ def test_k_equal_to_n_is_fine():
     validate_eval(EvalConfig(n=4, k=[1, 4], maj_k=[4]))
 
 
-def test_vllm_backend_without_gpu_is_a_config_error():
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here (the vLLM tier)")
+def test_vllm_backend_without_vllm_is_a_config_error():
     with pytest.raises(ConfigError, match=r"eval.backend=vllm is not available here \(.*\); use eval.backend=hf"):
         runner.check_backend("vllm")
 
