@@ -78,6 +78,14 @@ def sacct(env, *job_ids: str) -> dict[str, dict[str, str]]:
     return {r["JobID"]: r for r in (dict(zip(names, line.split("|"))) for line in out[1:])}
 
 
+def finished(env, array: str, ids: list[str], timeout: float = 120) -> dict[str, dict[str, str]]:
+    """sacct's rows once every one of `ids` has ended: a job's process writes its result, and `rl sweep` returns,
+    a moment before SLURM has finished the job (its batch script, the step's teardown)."""
+    return wait_for(f"SLURM to end {ids}", lambda: (lambda rows: rows if all(
+        rows.get(i, {}).get("State", "").split(" ")[0] in FINISHED for i in ids) else None)(sacct(env, array)),
+        timeout)
+
+
 def only_sweep(runs: Path) -> Path:
     (sweep_dir,) = (runs / "sweeps").iterdir()
     return sweep_dir
@@ -134,7 +142,7 @@ def test_every_job_is_a_slurm_job_and_a_failing_one_is_recorded(slurm_env, tmp_p
     for i in ids:  # submitit's folder per task: its log and its result pickle
         assert (sweep_dir / ".submitit" / i / f"{i}_0_log.out").is_file()
         assert (sweep_dir / ".submitit" / i / f"{i}_0_result.pkl").is_file()
-    states = sacct(slurm_env, array)
+    states = finished(slurm_env, array, ids)
     # a failed training is a recorded result, not a failed SLURM job: every task ended normally
     assert {i: states[i]["State"] for i in ids} == {i: "COMPLETED" for i in ids}, states
     assert {states[i]["NodeList"] for i in ids} == {subprocess.check_output(["hostname", "-s"], text=True).strip()}
@@ -176,7 +184,7 @@ def test_resume_after_scancel_runs_only_the_unfinished_jobs(slurm_env, tmp_path)
     assert 10 <= stopped < steps
     run1 = RunDir(sweep_dir / rows[1]["run_dir"])
     assert run1.status == "interrupted" and run1.read_meta()["interrupted_checkpoint"]
-    states = sacct(slurm_env, array)
+    states = finished(slurm_env, array, [f"{array}_{i}" for i in range(3)])
     assert states[f"{array}_0"]["State"] == "COMPLETED" and states[f"{array}_1"]["State"].startswith("CANCELLED")
     assert states[f"{array}_2"]["State"].startswith("CANCELLED"), states
 
@@ -196,7 +204,9 @@ def test_resume_after_scancel_runs_only_the_unfinished_jobs(slurm_env, tmp_path)
     meta = run1.read_meta()
     assert meta["status"] == "completed" and [r["from_step"] for r in meta["resumes"]] == [stopped]
     assert [r["step"] for r in read_jsonl(run1.metrics_file)] == list(range(1, steps + 1))
-    print(f"array {array} cancelled at job 1 step {stopped}; resumed as array {second}: {sacct(slurm_env, second)}")
+    again = finished(slurm_env, second, [f"{second}_0", f"{second}_1"])
+    assert [again[f"{second}_{i}"]["State"] for i in (0, 1)] == ["COMPLETED", "COMPLETED"]
+    print(f"array {array} cancelled at job 1 step {stopped}: {states}; resumed as array {second}: {again}")
 
 
 def test_a_job_at_its_time_limit_checkpoints_is_requeued_and_resumes(slurm_env, tmp_path):
@@ -227,8 +237,8 @@ def test_a_job_at_its_time_limit_checkpoints_is_requeued_and_resumes(slurm_env, 
     restarts = rec["slurm_restarts"]  # SLURM_RESTART_COUNT of the attempt that finished
     assert restarts >= 1 and rec["attempts"] == restarts + 1, rec
     job_id = rec["slurm_job"]
-    assert sacct(slurm_env, job_id)[job_id]["Restarts"] == str(restarts)
-    assert sacct(slurm_env, job_id)[job_id]["State"] == "COMPLETED"
+    state = finished(slurm_env, job_id, [job_id])[job_id]
+    assert state["State"] == "COMPLETED" and state["Restarts"] == str(restarts), state
     log = (sweep_dir / ".submitit" / job_id / f"{job_id}_0_log.out").read_text()  # submitit logs INFO to stdout
     assert len(re.findall(rf"Requeued job {job_id}", log)) == restarts, log[-3000:]  # submitit's requeue, each time
 
