@@ -195,3 +195,15 @@ def test_two_process_run_with_group_terms(tiny_overrides, tmp_path):
     rows = read_jsonl(run.metrics_file)
     assert [r["step"] for r in rows] == [1, 2]
     assert all("shaping/length_kimi/mean" in r for r in rows)
+
+
+def test_rloo_trains(tiny_overrides, tmp_path):
+    """algo=rloo through the same trainer mixin (RLOO's _generate returns no tool mask)."""
+    from workbench.compose import compose
+    from workbench.config import to_train_config
+    from workbench.train import train
+
+    overrides = ["experiment=quickstart", *tiny_overrides, "algo=rloo", "logger=none", "algo.max_steps=2"]
+    run = train(to_train_config(compose("train", overrides)), overrides, progress=False)
+    assert run.read_meta()["status"] == "completed"
+    assert [r["step"] for r in read_jsonl(run.metrics_file)] == [1, 2]

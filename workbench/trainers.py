@@ -183,7 +183,10 @@ class ShapingMixin:
             if handle is not None:
                 handle.remove()
         self._last_prompt_ids = [list(p) for p in result[0]]
-        self._last_tool_mask = [list(m) for m in result[2]] if result[2] is not None else None  # 0 = tool result
+        # GRPO returns (prompt_ids, completion_ids, tool_mask, completions, ...); RLOO (prompt_ids, completion_ids,
+        # completions) and has no tools
+        tool_mask = result[2] if len(result) > 3 else None
+        self._last_tool_mask = [list(m) for m in tool_mask] if tool_mask is not None else None  # 0 = tool result
         self._gen_entropies = torch.stack(steps, dim=1) if steps else None  # (B, generated steps)
         return result
 
