@@ -12,9 +12,10 @@ this module only fixes what a batch script meets around them:
 * **Signals.** SIGTERM, SIGHUP and SIGINT to the supervisor are forwarded once to each worker; the workers stop
   together at the end of a step (`workbench.lifecycle`; SIGINT at once). torchrun's own forwarding is turned off for
   them (its handler also SIGKILLs the workers 30 s later, mid-checkpoint, and exits before they have recorded how the
-  run ended): the agent ignores the three, and it waits `RL_STOP_GRACE` + 60 s, not 30, before it kills workers that
-  are still finishing after one of them exited. A scheduler that signals every process of
-  the job step (SLURM's `--signal`, `scancel`, preemption) reaches the workers directly as well; the duplicate is
+  run ended): the agent ignores the three. Its shutdown wait is set to `RL_STOP_GRACE` + 60 s
+  (TORCH_ELASTIC_SHUTDOWN_TIMEOUT); when one worker exits before the others, torchrun still gives them only 30 s
+  (that path ignores the setting, torch 2.13), which suffices because the ranks stop at the same step and only
+  record the end after it. A scheduler that signals every process of the job step (SLURM's `--signal`, `scancel`, preemption) reaches the workers directly as well; the duplicate is
   absorbed by `lifecycle.DUPLICATE_WINDOW`.
 * **Output.** torchrun reports every non-zero worker exit as a failure, with its own traceback ("ChildFailedError",
   a "Failures:" table), also for a run that every rank stopped on purpose with 143. The launcher's stderr passes
