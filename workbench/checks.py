@@ -165,20 +165,15 @@ def check_vllm_train(cfg: TrainConfig, mode: str) -> None:
     if mode != "colocate":  # TRL's server-mode weight sync is NCCL-only ("needs a CUDA device, got 'cpu'")
         raise ConfigError(f"algo.vllm_mode={mode!r} needs a CUDA device; on CPU use algo.vllm_mode=colocate")
     m = cfg.model
+    said = {"setting": "algo.use_vllm=true", "instead": "algo.use_vllm=false"}
     if m.kind == "tiny":
-        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
-
-        head, sizes = m.tiny.hidden_size // m.tiny.num_heads, CPUAttentionBackend.get_supported_head_sizes()
-        if head not in sizes:
-            raise ConfigError(f"algo.use_vllm=true: vLLM's CPU attention supports head sizes "
-                              f"{', '.join(map(str, sizes))}; the tiny model's is {head} (model.tiny.hidden_size "
-                              f"{m.tiny.hidden_size} / model.tiny.num_heads {m.tiny.num_heads})")
+        head = m.tiny.hidden_size // m.tiny.num_heads
+        vllm_backend.check_cpu_head_size(head, f"the tiny model's is {head} (model.tiny.hidden_size "
+                                               f"{m.tiny.hidden_size} / model.tiny.num_heads {m.tiny.num_heads})",
+                                         **said)
     elif m.kind == "hf" and m.name_or_path and not m.gguf_file:
         try:
-            vllm_backend._check_cpu_head_size(m.name_or_path)
-        except ConfigError as e:  # its message names eval.backend; the same limit, said for training
-            raise ConfigError(str(e).replace("eval.backend=vllm", "algo.use_vllm=true")
-                              .replace("use eval.backend=hf", "use algo.use_vllm=false")) from None
+            vllm_backend.check_folder_head_size(m.name_or_path, **said)
         except (OSError, ValueError):  # no config.json to read yet (a hub name not in the cache): the engine will say
             pass
 

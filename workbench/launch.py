@@ -178,8 +178,8 @@ class _StderrFilter(threading.Thread):
         self.out.flush()
 
 
-def run(train_args: list[str], num_processes: int, config_file: Path, threads: int = 0, cwd: Path | None = None,
-        stdout=None, stderr: IO[str] | None = None, extra_env: dict[str, str] | None = None) -> tuple[int, str | None]:
+def run(train_args: list[str], num_processes: int, config_file: Path, threads: int = 0,
+        stderr: IO[str] | None = None, extra_env: dict[str, str] | None = None) -> tuple[int, str | None]:
     """Run `rl train TRAIN_ARGS` on N processes through accelerate; wait; return the code to exit with and the run
     directory rank 0 trained in (None if it never had one).
 
@@ -201,7 +201,7 @@ def run(train_args: list[str], num_processes: int, config_file: Path, threads: i
         **(extra_env or {}),
     })
     cmd = accelerate_command(config_file, num_processes, train_args, env)
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, preexec_fn=_ignore_forwarded, stdout=stdout,
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=_ignore_forwarded,
                             stderr=subprocess.PIPE, text=True, errors="replace")
     errors = _StderrFilter(proc.stderr, stderr or sys.stderr)
     errors.start()

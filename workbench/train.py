@@ -372,7 +372,9 @@ def _run_training(cfg, run, run_id, resume, progress, signals, state, console, c
         if signals.agree(state.device) is not None:
             _checkpoint_stop_step(trainer, run)
             raise RunInterrupted(signals.received, step=int(trainer.state.global_step))
-        signals.sync = False  # from here rank 0 works alone (final save, end evaluation): a signal stops it at once
+        # from here a signal stops the rank it reaches at once (the final save, rank 0's end evaluation); under
+        # FSDP/DeepSpeed the final gather is still a collective, and the other ranks wait for torchrun's teardown
+        signals.sync = False
         state.wait_for_everyone()
         # ---- save the final model (merged if LoRA) so plain transformers can load it. Every rank joins: under
         # FSDP/DeepSpeed the full weights are gathered first (a collective); rank 0 writes final/ (workbench.parallel)

@@ -210,19 +210,27 @@ def _generation_config(source: str, tokenizer: Any) -> tuple[set[int], float]:
     return eos_token_ids(SimpleNamespace(generation_config=gen), tokenizer), penalty
 
 
-def _check_cpu_head_size(source: str) -> None:
-    """vLLM's CPU attention supports only some head sizes; a clear one-line error instead of an engine traceback."""
-    from transformers import AutoConfig
+def check_cpu_head_size(head: int, whose: str, setting: str = "eval.backend=vllm",
+                        instead: str = "eval.backend=hf") -> None:
+    """vLLM's CPU attention supports only some head sizes; a clear one-line error instead of an engine traceback.
+    `whose`: how the message names the head size; `setting` / `instead`: the option that asked for vLLM, and what
+    to use instead (rl eval's by default; training passes algo.use_vllm)."""
     from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    sizes = CPUAttentionBackend.get_supported_head_sizes()
+    if head not in sizes:
+        raise ConfigError(f"{setting}: vLLM's CPU attention supports head sizes {', '.join(map(str, sizes))}; "
+                          f"{whose}; use {instead}")
+
+
+def check_folder_head_size(source: str, **setting: str) -> None:
+    """`check_cpu_head_size` for the model folder `source`, from its config.json."""
+    from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(source)
     head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    sizes = CPUAttentionBackend.get_supported_head_sizes()
-    if head not in sizes:
-        raise ConfigError(
-            f"eval.backend=vllm: vLLM's CPU attention supports head sizes {', '.join(map(str, sizes))}; this model's "
-            f"is {head} (hidden_size {cfg.hidden_size} / {cfg.num_attention_heads} heads); use eval.backend=hf"
-        )
+    check_cpu_head_size(head, f"this model's is {head} (hidden_size {cfg.hidden_size} / {cfg.num_attention_heads} "
+                              f"heads)", **setting)
 
 
 def load(cfg: ModelConfig, task: Any, prompts: list[str] | None = None,
@@ -240,7 +248,7 @@ def load(cfg: ModelConfig, task: Any, prompts: list[str] | None = None,
                               f"set it to false")
         cpu = on_cpu()
         if cpu:
-            _check_cpu_head_size(source)
+            check_folder_head_size(source)
         eos_ids, penalty = _generation_config(source, tokenizer)
         max_len = None
         if prompts and max_new_tokens:
