@@ -66,7 +66,7 @@ def run_one(key: str, steps: int, runs_dir: str, model: str = "tiny", threads: i
     if key == "a":
         from trl import GRPOTrainer
 
-        from workbench.trainers import canonical_metrics
+        from workbench.callbacks import canonical_metrics
 
         prepared = prepare(cfg, progress=False)
         task, train_examples, args = prepared.checked.task, prepared.checked.train_examples, prepared.checked.args

@@ -15,7 +15,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_validates(experiment):
     from workbench.shaping import build_terms
-    from workbench.trainers import build_trl_args
+    from workbench.algorithms import build_trl_args
 
     cfg = to_train_config(compose("train", [f"experiment={experiment}"]))
     assert cfg.experiment_name == experiment

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from workbench.config import ConfigError
-from workbench.trainers import build_trl_args, canonical_metrics
+from workbench.algorithms import build_trl_args
+from workbench.callbacks import canonical_metrics
 
 
 def test_canonical_metric_names():

@@ -70,7 +70,7 @@ def test_training_run_config_group_name_and_tokens_per_s(tmp_path, monkeypatch):
     perf/tokens_per_s in its history (metrics.jsonl has it)."""
     import workbench.train as train_mod
     from workbench.tracking import read_config, wandb_config
-    from workbench.trainers import make_wandb_callback
+    from workbench.callbacks import make_wandb_callback
 
     import os
 

@@ -120,7 +120,7 @@ def trl_arguments(cfg: TrainConfig, reward_terms: list[Any], regularizers: list[
     from workbench.progress import quiet_imports
 
     quiet_imports()  # transformers' W&B integration prints an [INFO] line on import
-    from workbench.trainers import build_trl_args
+    from workbench.algorithms import build_trl_args
 
     trl_options = check_trl_options(cfg.algo.name, dict(cfg.algo.trl))
     for reg in regularizers:

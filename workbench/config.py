@@ -273,7 +273,7 @@ def to_train_config(data: dict[str, Any]) -> TrainConfig:
     """Convert a resolved config tree (plain dict) into a validated TrainConfig.
 
     Algorithm keys other than `name` go to `algo.trl`; they are checked against TRL's config class later,
-    in `workbench.trainers.build_trl_args`, because importing TRL here would make `rl --help` slow.
+    in `workbench.algorithms.build_trl_args`, because importing TRL here would make `rl --help` slow.
     """
     data = dict(data)
     algo = dict(data.get("algo") or {})

@@ -304,14 +304,13 @@ def _run_training(cfg, run, run_id, resume, progress, signals, state, console, c
     args.run_name = f"{cfg.experiment_name}/{run.path.name}"
     args.report_to = ["wandb"] if use_wandb else []
 
-    from workbench.trainers import (
+    from workbench.callbacks import (
         MetricsFileCallback,
         PeriodicEvalCallback,
         RichProgressCallback,
-        ShapedGRPOTrainer,
-        ShapedRLOOTrainer,
         make_wandb_callback,
     )
+    from workbench.trainers import ShapedGRPOTrainer, ShapedRLOOTrainer
 
     progress_cb = RichProgressCallback(enabled=progress)
     metrics_cb = MetricsFileCallback(run, rollouts_per_step=args.per_device_train_batch_size * args.gradient_accumulation_steps)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from typing import Any
 
 import torch
@@ -35,7 +34,7 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer, RLOOTrainer
 
 from workbench import vllm_cpu
-from workbench.config import ConfigError, PriceConfig
+from workbench.config import PriceConfig
 from workbench.evaluation import vllm_backend
 from workbench.runs import RunDir, append_jsonl
 from workbench.prompts import prompt_text
@@ -531,172 +530,3 @@ class ShapedGRPOTrainer(ShapingMixin, GRPOTrainer):
 
 class ShapedRLOOTrainer(ShapingMixin, RLOOTrainer):
     """TRL's RLOOTrainer with workbench reward terms and advantage transforms (loss regularizers are GRPO-only)."""
-
-
-# ----------------------------------------------------------------------------------------------- callbacks
-
-_NAMESPACES = ("train/", "eval/", "length/", "entropy/", "cost/", "shaping/", "perf/", "tools/", "modes/", "turns/")
-_RENAME = {
-    "entropy": "entropy/mean",
-    "step_time": "perf/step_time",
-    "num_tokens": "perf/num_tokens",
-    "train_runtime": "perf/train_runtime",
-    "train_samples_per_second": "perf/train_samples_per_second",
-    "train_steps_per_second": "perf/train_steps_per_second",
-}
-
-
-def canonical_metrics(logs: dict[str, Any]) -> dict[str, Any]:
-    """TRL/Trainer log keys -> the workbench's documented names (README metric table).
-
-    `reward` -> `train/reward`, `entropy` -> `entropy/mean`, `step_time` -> `perf/step_time`; keys already in a
-    workbench namespace are kept; everything else goes under `train/`.
-    """
-    out = {}
-    for k, v in logs.items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or k.startswith("_"):
-            continue
-        if k in _RENAME:
-            name = _RENAME[k]
-        elif k.startswith(_NAMESPACES):
-            name = k
-        else:
-            name = "train/" + k
-        out[name] = float(v)
-    if "perf/step_time" in out and "length/mean" in out and out["perf/step_time"] > 0:
-        # completion tokens generated and trained on per second of step time
-        batch = logs.get("_rollouts_per_step")
-        if batch:
-            out["perf/tokens_per_s"] = out["length/mean"] * batch / out["perf/step_time"]
-    return out
-
-
-class MetricsFileCallback(TrainerCallback):
-    """Writes every logged step to metrics.jsonl, whatever the external logger."""
-
-    def __init__(self, run: RunDir, rollouts_per_step: int):
-        self.run = run
-        self.rollouts_per_step = rollouts_per_step
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        if "train_runtime" in logs:  # Trainer's end-of-training totals: not a step; summary.json has them
-            return
-        row = canonical_metrics({**logs, "_rollouts_per_step": self.rollouts_per_step})
-        if not row:
-            return
-        row = {"step": int(state.global_step), "time": time.time(), **row}
-        row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-        append_jsonl(self.run.metrics_file, row)
-
-
-class PeriodicEvalCallback(TrainerCallback):
-    """Held-out evaluation every `every` steps; its point estimates join the next log row (eval/accuracy, ...)."""
-
-    def __init__(self, trainer, every: int, evaluate):
-        self.trainer, self.every, self.evaluate = trainer, every, evaluate
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every == 0 and state.is_world_process_zero:
-            res = self.evaluate(self.trainer.model, state.global_step)
-            for key, value in res.items():  # the intervals stay in rl eval's files
-                if value is not None and not key.endswith(("/ci_low", "/ci_high")):
-                    self.trainer._metrics["train"][key].append(value)
-
-
-class RichProgressCallback(TrainerCallback):
-    """Training progress: step, reward, accuracy, length, entropy, ETA. A rich bar in a terminal; in a log file or a
-    batch job, a plain line at most every 30 s (workbench.progress)."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self.progress = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if not self.enabled or not state.is_world_process_zero:
-            return
-        from workbench.progress import Progress
-
-        self.progress = Progress("train", state.max_steps)
-        self.progress.update(state.global_step)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.progress is None or not logs:
-            return
-        m = canonical_metrics(logs)
-        parts = []
-        for key, label, fmt in (
-            ("train/reward", "reward", "{:.3f}"),
-            ("train/accuracy", "acc", "{:.2f}"),
-            ("length/mean", "len", "{:.1f}"),
-            ("entropy/mean", "H", "{:.3f}"),
-        ):
-            if m.get(key) is not None:
-                parts.append(f"{label} {fmt.format(m[key])}")
-        self.progress.update(state.global_step, "  ".join(parts) if parts else None)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.progress is not None:
-            self.progress.update(state.global_step)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.close()
-
-    def close(self):
-        if self.progress is not None:
-            self.progress.close()
-            self.progress = None
-
-
-def make_wandb_callback(config: dict[str, Any] | None = None, rollouts_per_step: int | None = None):
-    """Transformers' WandbCallback, logging under the workbench's metric names instead of `train/<key>`, with the
-    rows metrics.jsonl gets (`perf/tokens_per_s` needs `rollouts_per_step`) and, after the HF model config and the
-    TRL config transformers puts in W&B's config, `config` (the workbench's resolved config, flattened, with the
-    overrides and the run directory: `workbench.tracking.wandb_config`)."""
-    from transformers.integrations import WandbCallback
-
-    class WorkbenchWandbCallback(WandbCallback):
-        def setup(self, args, state, model, **kwargs):
-            super().setup(args, state, model, **kwargs)
-            if config and state.is_world_process_zero and self._wandb is not None and self._wandb.run is not None:
-                self._wandb.config.update(config, allow_val_change=True)
-
-        def on_log(self, args, state, control, model=None, logs=None, **kwargs):
-            if self._wandb is None:
-                return
-            if not self._initialized:
-                self.setup(args, state, model)
-            if state.is_world_process_zero and logs:
-                metrics = canonical_metrics({**logs, "_rollouts_per_step": rollouts_per_step})
-                self._wandb.log({**metrics, "train/global_step": state.global_step})
-
-    return WorkbenchWandbCallback()
-
-
-def build_trl_args(algo_name: str, options: dict[str, Any], fixed: dict[str, Any]):
-    """GRPOConfig/RLOOConfig from the algo/ config group, unknown keys rejected with close matches."""
-    import dataclasses
-    import difflib
-
-    from trl import GRPOConfig, RLOOConfig
-
-    cls = GRPOConfig if algo_name == "grpo" else RLOOConfig
-    valid = {f.name for f in dataclasses.fields(cls)}
-    for key in options:
-        if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys are the fields of trl.{cls.__name__}"
-            raise ConfigError(f"unknown key 'algo.{key}'{hint}")
-    kwargs = {**options, **fixed}
-    aggregation = kwargs.get("multi_objective_aggregation", "sum_then_normalize")
-    if aggregation != "sum_then_normalize":
-        # Shaping terms see (and samples.jsonl records) the weighted sum of the terms; TRL's normalize_then_sum would
-        # give the policy a different reward than the one they read.
-        raise ConfigError(f"algo.multi_objective_aggregation={aggregation!r} is not supported: the workbench's "
-                          f"reward is the weighted sum of its terms; use sum_then_normalize")
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        msg = " ".join(str(e).split())
-        raise ConfigError(f"algo: {msg}") from None
