@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.config import ConfigError, TrainConfig, _coerce, check_range, check_ranges, check_tool_chat
+from workbench.config import ConfigError, TrainConfig, check_range, check_ranges, check_tool_chat, coerce
 
 # (lowest allowed, whether the lowest itself is allowed, highest allowed or None) for TRL keys that have a range.
 # max_steps is special: -1 (TRL's "train for num_train_epochs") or >= 1.
@@ -102,7 +102,7 @@ def check_trl_options(algo_name: str, options: dict[str, Any]) -> dict[str, Any]
     for key, value in options.items():
         full = f"algo.{key}"
         if key in hints:
-            value = _coerce(value, hints[key], full)
+            value = coerce(value, hints[key], full)
         if key == "max_steps" and value is not None and isinstance(value, int) and value != -1 and value < 1:
             raise ConfigError(f"algo.max_steps={value} is out of range: must be >= 1 (or -1: train for "
                               "algo.num_train_epochs)")

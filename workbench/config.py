@@ -134,7 +134,8 @@ WANDB_MODES = ("offline", "online", "disabled")
 
 @dataclass
 class TrainEvalConfig:
-    """Held-out evaluation inside `rl train` (sampled, scored by the task's scorer)."""
+    """Held-out evaluation inside `rl train` (sampled, scored by the task's scorer): when, on how many problems, and
+    the sampling settings it shares with `rl eval`'s `EvalConfig` (`to_eval` makes that one from this)."""
 
     at_start: bool = True
     at_end: bool = True
@@ -143,6 +144,40 @@ class TrainEvalConfig:
     n: int = 2  # samples per problem
     temperature: float = 1.0
     batch_size: int = 128
+
+    def to_eval(self, max_new_tokens: int, seed: int) -> EvalConfig:
+        """The `EvalConfig` that `rl eval`'s code (`evaluate_model`) samples and summarises with: this section's n,
+        temperature and batch size, the run's completion limit and seed, rl eval's number of resamples (N_BOOT).
+        `num_problems` stays with the caller, which picks the problems."""
+        return EvalConfig(n=self.n, temperature=self.temperature, max_new_tokens=int(max_new_tokens),
+                          batch_size=self.batch_size, seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------- rl eval
+
+#: Bootstrap resamples for every confidence interval over problems: rl eval (conf/eval.yaml eval.n_boot, which a test
+#: keeps equal to this) and the evaluations inside rl train use the same number, so their intervals agree.
+#: (`workbench.evaluation.metrics.N_BOOT` is this one.)
+N_BOOT = 1000
+#: eval.backend: transformers generate (CPU or GPU) | vLLM (`workbench.evaluation.vllm_backend`).
+EVAL_BACKENDS = ("hf", "vllm")
+
+
+@dataclass
+class EvalConfig:
+    """The `eval:` section of conf/eval.yaml (see the comments there); inside rl train, `TrainEvalConfig.to_eval`."""
+
+    n: int = 8
+    k: list[int] | None = None
+    maj_k: list[int] | None = None
+    temperature: float = 1.0
+    max_new_tokens: int | None = None
+    batch_size: int = 128
+    num_problems: int | None = None
+    backend: str = "hf"
+    n_boot: int = N_BOOT
+    seed: int = 0
+    threads: int = 0  # torch CPU threads; 0 = automatic (a speed knob, not part of the result's identity)
 
 
 @dataclass
@@ -162,6 +197,17 @@ class LaunchConfig:
 
     num_processes: int = 1
     accelerate_config: str = "ddp"  # a preset name (ddp | fsdp2 | zero2 | zero3) or a path to an accelerate yaml
+
+
+@dataclass
+class EvalRootConfig:
+    """conf/eval.yaml as a typed config (`to_eval_config`)."""
+
+    runs_dir: str = "runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    price: PriceConfig = field(default_factory=PriceConfig)
 
 
 # ----------------------------------------------------------------------------------------------- train
@@ -196,7 +242,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def coerce(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against annotation `tp`, converting ints to floats where a float is expected."""
     origin = typing.get_origin(tp)
     if tp is Any:
@@ -210,7 +256,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, key)
+                return coerce(value, arg, key)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{key}: unexpected value {value!r}")
@@ -222,14 +268,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         (arg,) = typing.get_args(tp) or (Any,)
-        return [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         _, varg = typing.get_args(tp) or (str, Any)
         # `term:` with no options in YAML is None; it means "no options" only where a mapping is expected
         empty = {} if typing.get_origin(varg) is dict else None
-        return {str(k): _coerce(empty if v is None else v, varg, f"{key}.{k}") for k, v in value.items()}
+        return {str(k): coerce(empty if v is None else v, varg, f"{key}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -260,7 +306,7 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         full = f"{prefix}.{key}" if prefix else key
         if key not in hints:
             raise ConfigError(f"unknown key '{full}'; valid keys: {', '.join(sorted(names))}")
-        kwargs[key] = _coerce(value, hints[key], full)
+        kwargs[key] = coerce(value, hints[key], full)
     return cls(**kwargs)
 
 
@@ -356,6 +402,54 @@ def check_model(model: ModelConfig) -> None:
         raise ConfigError("model.gguf_file and model.name_or_path are both set; give one (the GGUF file is converted)")
     if model.gguf_file and model.kind != "hf":
         raise ConfigError("model.gguf_file needs model.kind=hf")
+
+
+def validate_eval(e: EvalConfig) -> None:
+    """One-line ConfigErrors for impossible eval settings (k > n among them)."""
+    if e.n < 1:
+        raise ConfigError(f"eval.n={e.n} must be at least 1")
+    for key in ("k", "maj_k"):
+        values = getattr(e, key)
+        if values is None:
+            continue
+        if not values:
+            raise ConfigError(f"eval.{key}=[] is empty; give at least one k or null for the default")
+        for k in values:
+            if k < 1:
+                raise ConfigError(f"eval.{key}={values}: k={k} must be at least 1")
+            if k > e.n:
+                what = "pass@k" if key == "k" else "maj@k"
+                raise ConfigError(
+                    f"eval.{key}={values}: k={k} is larger than eval.n={e.n} ({what} needs k <= n); "
+                    f"raise eval.n or lower k"
+                )
+    if e.temperature < 0:
+        raise ConfigError(f"eval.temperature={e.temperature} must be >= 0 (0 = greedy)")
+    if e.max_new_tokens is not None and e.max_new_tokens < 1:
+        raise ConfigError(f"eval.max_new_tokens={e.max_new_tokens} must be at least 1")
+    if e.batch_size < 1:
+        raise ConfigError(f"eval.batch_size={e.batch_size} must be at least 1")
+    if e.num_problems is not None and e.num_problems < 1:
+        raise ConfigError(f"eval.num_problems={e.num_problems} must be at least 1 (or null = all)")
+    if e.threads < 0:
+        raise ConfigError(f"eval.threads={e.threads} must be >= 0 (0 = automatic)")
+    if e.n_boot < 0:
+        raise ConfigError(f"eval.n_boot={e.n_boot} must be >= 0 (0 = no confidence intervals)")
+    _check_choice("eval.backend", e.backend, EVAL_BACKENDS)
+
+
+def to_eval_config(data: dict[str, Any]) -> EvalRootConfig:
+    """Validated EvalRootConfig from a composed conf/eval.yaml tree (plain dict)."""
+    data = dict(data)
+    data.pop("hydra", None)
+    cfg = from_dict(EvalRootConfig, data)
+    check_model(cfg.model)
+    _check_choice("task.prompt_style", cfg.task.prompt_style, PROMPT_STYLES)
+    validate_eval(cfg.eval)
+    check_tool_chat(cfg.task, cfg.model)
+    if cfg.task.tools and cfg.eval.backend == "vllm":
+        raise ConfigError("task.tools: eval.backend=vllm does not run tools; use eval.backend=hf")
+    return cfg
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

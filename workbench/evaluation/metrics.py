@@ -34,9 +34,8 @@ from typing import Any
 
 import numpy as np
 
-#: Bootstrap resamples for every confidence interval over problems: rl eval (conf/eval.yaml eval.n_boot, which a test
-#: keeps equal to this) and the evaluations inside rl train use the same number, so their intervals agree.
-N_BOOT = 1000
+from workbench.config import N_BOOT  # one number for rl eval and rl train's evaluations
+
 #: maj@k with num_subsamples=None is computed exactly (all C(n, k) subsets) up to this many subsets.
 MAJ_EXACT_LIMIT = 10_000
 #: Random subsets used for maj@k when num_subsamples=None and C(n, k) > MAJ_EXACT_LIMIT.

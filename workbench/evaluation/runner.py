@@ -43,14 +43,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from workbench.config import (
-    PROMPT_STYLES,
+    EVAL_BACKENDS as BACKENDS,
     ConfigError,
+    EvalConfig,
+    EvalRootConfig,
     ModelConfig,
     PriceConfig,
     TaskConfig,
-    check_model,
-    check_tool_chat,
-    from_dict,
+    to_eval_config,
+    validate_eval,
 )
 from workbench.runs import RunDir, atomic_write_json, atomic_write_text, now_iso, read_json, read_jsonl, sanitize_name
 
@@ -66,87 +67,6 @@ _OVERRIDABLE_WITH_RUN = ("eval", "task", "price")
 
 
 # ----------------------------------------------------------------------------------------------- config
-
-
-@dataclass
-class EvalConfig:
-    """The `eval:` section of conf/eval.yaml (see the comments there)."""
-
-    n: int = 8
-    k: list[int] | None = None
-    maj_k: list[int] | None = None
-    temperature: float = 1.0
-    max_new_tokens: int | None = None
-    batch_size: int = 128
-    num_problems: int | None = None
-    backend: str = "hf"
-    n_boot: int = 1000  # = workbench.evaluation.metrics.N_BOOT (not imported here: that module needs numpy)
-    seed: int = 0
-    threads: int = 0  # torch CPU threads; 0 = automatic (a speed knob, not part of the result's identity)
-
-
-@dataclass
-class EvalRootConfig:
-    """conf/eval.yaml as a typed config."""
-
-    runs_dir: str = "runs"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    price: PriceConfig = field(default_factory=PriceConfig)
-
-
-def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
-
-
-def validate_eval(e: EvalConfig) -> None:
-    """One-line ConfigErrors for impossible eval settings (k > n among them)."""
-    if e.n < 1:
-        raise ConfigError(f"eval.n={e.n} must be at least 1")
-    for key in ("k", "maj_k"):
-        values = getattr(e, key)
-        if values is None:
-            continue
-        if not values:
-            raise ConfigError(f"eval.{key}=[] is empty; give at least one k or null for the default")
-        for k in values:
-            if k < 1:
-                raise ConfigError(f"eval.{key}={values}: k={k} must be at least 1")
-            if k > e.n:
-                what = "pass@k" if key == "k" else "maj@k"
-                raise ConfigError(
-                    f"eval.{key}={values}: k={k} is larger than eval.n={e.n} ({what} needs k <= n); "
-                    f"raise eval.n or lower k"
-                )
-    if e.temperature < 0:
-        raise ConfigError(f"eval.temperature={e.temperature} must be >= 0 (0 = greedy)")
-    if e.max_new_tokens is not None and e.max_new_tokens < 1:
-        raise ConfigError(f"eval.max_new_tokens={e.max_new_tokens} must be at least 1")
-    if e.batch_size < 1:
-        raise ConfigError(f"eval.batch_size={e.batch_size} must be at least 1")
-    if e.num_problems is not None and e.num_problems < 1:
-        raise ConfigError(f"eval.num_problems={e.num_problems} must be at least 1 (or null = all)")
-    if e.threads < 0:
-        raise ConfigError(f"eval.threads={e.threads} must be >= 0 (0 = automatic)")
-    if e.n_boot < 0:
-        raise ConfigError(f"eval.n_boot={e.n_boot} must be >= 0 (0 = no confidence intervals)")
-    _choice("eval.backend", e.backend, BACKENDS)
-
-
-def to_eval_config(data: dict[str, Any]) -> EvalRootConfig:
-    """Validated EvalRootConfig from a composed conf/eval.yaml tree (plain dict)."""
-    data = dict(data)
-    data.pop("hydra", None)
-    cfg = from_dict(EvalRootConfig, data)
-    check_model(cfg.model)
-    _choice("task.prompt_style", cfg.task.prompt_style, PROMPT_STYLES)
-    validate_eval(cfg.eval)
-    check_tool_chat(cfg.task, cfg.model)
-    if cfg.task.tools and cfg.eval.backend == "vllm":
-        raise ConfigError("task.tools: eval.backend=vllm does not run tools; use eval.backend=hf")
-    return cfg
 
 
 def check_backend(backend: str) -> None:

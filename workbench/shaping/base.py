@@ -213,7 +213,7 @@ def _check_options(cls: type[Term], options: dict[str, Any], prefix: str) -> dic
     import math
     import typing
 
-    from workbench.config import _coerce
+    from workbench.config import coerce
 
     try:
         hints = typing.get_type_hints(cls.__init__)
@@ -223,7 +223,7 @@ def _check_options(cls: type[Term], options: dict[str, Any], prefix: str) -> dic
     for key, value in options.items():
         full = f"{prefix}.{key}"
         if key in hints:
-            value = _coerce(value, hints[key], full)
+            value = coerce(value, hints[key], full)
 
         def finite(v: Any, where: str) -> None:
             if isinstance(v, float) and not math.isfinite(v):
