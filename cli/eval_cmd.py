@@ -14,6 +14,7 @@ import typer
 from cli.common import override_completer
 from workbench.compose import config_groups
 from workbench.config import ConfigError
+from workbench.metric_catalog import fmt, label
 
 
 def _epilog() -> str:
@@ -48,23 +49,11 @@ def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
     return run_dir, rest
 
 
-def _fmt(key: str, value: Any) -> str:
-    if value is None:
-        return "-"
-    if value == float("inf"):
-        return "inf"
-    if "cost" in key or "dollars" in key:
-        return f"{value:.3e}"
-    if "/length/" in key or "tokens" in key:
-        return f"{value:.1f}"
-    return f"{value:.3f}"
-
-
 def _ci(metrics: dict[str, Any], key: str) -> str:
     lo, hi = metrics.get(key + "/ci_low"), metrics.get(key + "/ci_high")
     if lo is None and hi is None:
         return ""
-    return f"[{_fmt(key, lo)}, {_fmt(key, hi)}]"
+    return f"[{fmt(key, lo)}, {fmt(key, hi)}]"
 
 
 def _cop(metrics: dict[str, Any]) -> Any:
@@ -77,6 +66,7 @@ def _cop(metrics: dict[str, Any]) -> Any:
 
 #: Per-group metrics (eval/by/<difficulty>/...): a table of their own, not rows of the main one.
 BY_PREFIX = "eval/by/"
+CI = "95% CI"  # the accuracy interval's column in the tables below (the other columns are metric names)
 _REUSED = {"all": " (reused)", "samples": " (metrics recomputed from saved samples)", "none": ""}
 
 
@@ -96,7 +86,7 @@ def _print_one(console: Any, res: dict[str, Any]) -> None:
             continue
         if key == "eval/cost_of_pass":
             value = _cop(m)
-        table.add_row(key, _fmt(key, value), _ci(m, key))
+        table.add_row(key, fmt(key, value), _ci(m, key))
     console.print(table)
     _print_groups(console, m)
     perf = res.get("perf") or {}
@@ -117,19 +107,18 @@ def _print_groups(console: Any, m: dict[str, Any]) -> None:
         return
     first = BY_PREFIX + groups[0] + "/"
     modes = [k[len(first) + len("modes/"):] for k in m if k.startswith(first + "modes/") and "/ci_" not in k]
-    cols = [("accuracy", "accuracy"), ("95% CI", None), ("$/correct", "cost_of_pass"),
-            ("calls", "tools/calls_per_problem"), *((mode, f"modes/{mode}") for mode in modes)]
-    cols = [(h, k) for h, k in cols if k is None or first + k in m]
+    keys = ["accuracy", CI, "cost_of_pass", "tools/calls_per_problem", *(f"modes/{mode}" for mode in modes)]
+    cols = [(CI if k == CI else label("eval/" + k), k) for k in keys if k == CI or first + k in m]
     table = Table(title="by group (eval/by/<group>/...; modes: share of samples)", box=box.SIMPLE_HEAD)
     table.add_column("group", no_wrap=True)
     for header, _ in cols:
         table.add_column(header, justify="right", no_wrap=True)
     for g in groups:
-        # the group's metrics under the plain eval/ names, so _fmt, _ci and _cop read them as they read the totals
+        # the group's metrics under the plain eval/ names, so fmt, _ci and _cop read them as they read the totals
         head = f"{BY_PREFIX}{g}/"
         sub = {"eval/" + k[len(head):]: v for k, v in m.items() if k.startswith(head)}
-        cells = [_ci(sub, "eval/accuracy") if k is None else
-                 _fmt("eval/" + k, _cop(sub) if k == "cost_of_pass" else sub.get("eval/" + k)) for _, k in cols]
+        cells = [_ci(sub, "eval/accuracy") if k == CI else
+                 fmt("eval/" + k, _cop(sub) if k == "cost_of_pass" else sub.get("eval/" + k)) for _, k in cols]
         table.add_row(g, *cells)
     console.print(table)
 
@@ -141,14 +130,12 @@ def _print_curve(console: Any, results: list[dict[str, Any]]) -> None:
     m0 = results[0]["metrics"]
     pass_key = ([k for k in m0 if k.startswith("eval/pass@") and "/ci_" not in k] or [None])[-1]
     maj_key = ([k for k in m0 if k.startswith("eval/maj@") and "/ci_" not in k] or [None])[-1]
-    cols = [("accuracy", "eval/accuracy"), ("95% CI", None), (pass_key and pass_key[5:], pass_key),
-            (maj_key and maj_key[5:], maj_key), ("length", "eval/length/mean"), ("trunc", "eval/truncation_rate"),
-            ("entropy", "eval/entropy/mean"), ("$/correct", "eval/cost_of_pass")]
+    keys = ["eval/accuracy", CI, pass_key, maj_key, "eval/length/mean", "eval/truncation_rate", "eval/entropy/mean",
+            "eval/cost_of_pass"]
     if "eval/tools/calls_per_problem" in m0:  # tools ran: calls, and the share of each mode the task has
-        cols.append(("calls", "eval/tools/calls_per_problem"))
-    cols += [(k[len("eval/modes/"):], k) for k in m0
-             if k.startswith("eval/modes/") and k.count("/") == 2 and not k.endswith("/none")]
-    cols = [(h, k) for h, k in cols if h]
+        keys.append("eval/tools/calls_per_problem")
+    keys += [k for k in m0 if k.startswith("eval/modes/") and k.count("/") == 2 and not k.endswith("/none")]
+    cols = [(CI if k == CI else label(k), k) for k in keys if k]
     r0 = results[0]
     table = Table(title=f"rl eval: {len(results)} models, {r0['num_problems']} problems x {r0['n']} samples",
                   box=box.SIMPLE_HEAD)
@@ -160,12 +147,12 @@ def _print_curve(console: Any, results: list[dict[str, Any]]) -> None:
         m = res["metrics"]
         cells = []
         for header, key in cols:
-            if key is None:  # the accuracy CI
+            if key == CI:  # the accuracy CI
                 cells.append(_ci(m, "eval/accuracy"))
             else:
-                cells.append(_fmt(key, _cop(m) if key == "eval/cost_of_pass" else m.get(key)))
-        label = res["checkpoint"] + (" *" if res.get("reused") != "none" else "")
-        table.add_row(label, "-" if res.get("step") is None else str(res["step"]), *cells)
+                cells.append(fmt(key, _cop(m) if key == "eval/cost_of_pass" else m.get(key)))
+        row_name = res["checkpoint"] + (" *" if res.get("reused") != "none" else "")
+        table.add_row(row_name, "-" if res.get("step") is None else str(res["step"]), *cells)
     console.print(table)
     if any(r.get("reused") != "none" for r in results):
         console.print("[dim]* reused from an earlier evaluation with the same settings (--force re-evaluates)[/dim]")

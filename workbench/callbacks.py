@@ -9,36 +9,24 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from workbench import metric_catalog
 from workbench.runs import RunDir, append_jsonl
 
-_NAMESPACES = ("train/", "eval/", "length/", "entropy/", "cost/", "shaping/", "perf/", "tools/", "modes/", "turns/")
-_RENAME = {
-    "entropy": "entropy/mean",
-    "step_time": "perf/step_time",
-    "num_tokens": "perf/num_tokens",
-    "train_runtime": "perf/train_runtime",
-    "train_samples_per_second": "perf/train_samples_per_second",
-    "train_steps_per_second": "perf/train_steps_per_second",
-}
+# The progress line: these metrics, by their catalog labels and formats.
+PROGRESS_METRICS = ("train/reward", "train/accuracy", "length/mean", "entropy/mean")
 
 
 def canonical_metrics(logs: dict[str, Any]) -> dict[str, Any]:
-    """TRL/Trainer log keys -> the workbench's documented names (README metric table).
+    """TRL/Trainer log keys -> the workbench's documented names (README metric table, `metric_catalog`).
 
     `reward` -> `train/reward`, `entropy` -> `entropy/mean`, `step_time` -> `perf/step_time`; keys already in a
-    workbench namespace are kept; everything else goes under `train/`.
+    workbench namespace are kept; everything else goes under `train/` (`metric_catalog.canonical_name`).
     """
     out = {}
     for k, v in logs.items():
         if not isinstance(v, (int, float)) or isinstance(v, bool) or k.startswith("_"):
             continue
-        if k in _RENAME:
-            name = _RENAME[k]
-        elif k.startswith(_NAMESPACES):
-            name = k
-        else:
-            name = "train/" + k
-        out[name] = float(v)
+        out[metric_catalog.canonical_name(k)] = float(v)
     if "perf/step_time" in out and "length/mean" in out and out["perf/step_time"] > 0:
         # completion tokens generated and trained on per second of step time
         batch = logs.get("_rollouts_per_step")
@@ -101,15 +89,8 @@ class RichProgressCallback(TrainerCallback):
         if self.progress is None or not logs:
             return
         m = canonical_metrics(logs)
-        parts = []
-        for key, label, fmt in (
-            ("train/reward", "reward", "{:.3f}"),
-            ("train/accuracy", "acc", "{:.2f}"),
-            ("length/mean", "len", "{:.1f}"),
-            ("entropy/mean", "H", "{:.3f}"),
-        ):
-            if m.get(key) is not None:
-                parts.append(f"{label} {fmt.format(m[key])}")
+        parts = [f"{metric_catalog.label(key)} {metric_catalog.fmt(key, m[key])}"
+                 for key in PROGRESS_METRICS if m.get(key) is not None]
         self.progress.update(state.global_step, "  ".join(parts) if parts else None)
 
     def on_step_end(self, args, state, control, **kwargs):
