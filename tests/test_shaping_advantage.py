@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from workbench.shaping.advantage import BNPO, EMPG, PositiveLength, beta_log_pdf, segment_index
-from workbench.shaping.base import Rollouts
+from workbench.rollouts import Rollouts
 
 
 def make_rollouts(lengths, correct, G, *, entropies=None, ids=None):

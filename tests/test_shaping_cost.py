@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.shaping.base import Rollouts
+from workbench.rollouts import Rollouts
 from workbench.shaping.cost import CostRouter, CostTokens, ToolCalls, token_cost
 from workbench.signals import rollout_cost
 

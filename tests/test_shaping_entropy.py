@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from workbench.shaping.base import Rollouts
+from workbench.rollouts import Rollouts
 from workbench.shaping.entropy import PEAR, phase_entropies
 
 

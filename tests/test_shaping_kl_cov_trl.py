@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from workbench.shaping.regularizers import KLCov, top_cov_mask
+from workbench.shaping.loss_batch import LossBatch
 
 grpo_trainer = pytest.importorskip("trl.trainer.grpo_trainer")
 
@@ -69,7 +70,7 @@ def project_loss(logps, old_logps, advantages, mask, k_percent, beta, epsilon=0.
     """TRL's loss plus KLCov.loss, as ShapingMixin._compute_loss adds them (accumulation steps 1)."""
     A = advantages.unsqueeze(1).expand_as(logps)
     return trl_loss(logps, old_logps, advantages, mask, epsilon, epsilon_high) + KLCov(k_percent, beta).loss(
-        logps, old_logps, A, mask.float(), None
+        LossBatch.of(logps, old_logps, A, mask.float(), None)
     )
 
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from workbench.shaping.base import Rollouts
+from workbench.rollouts import Rollouts
 from workbench.shaping.length import CosineLength, HAPOLength, KimiLength, OverlongDAPO
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from workbench.shaping.base import Rollouts, build_terms
+from workbench.rollouts import Rollouts
+from workbench.shaping.base import build_terms
 from workbench.shaping.cost import ModeCost, mode_penalty
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

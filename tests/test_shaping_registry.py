@@ -16,7 +16,9 @@ from omegaconf import OmegaConf
 import workbench.shaping as shaping
 from workbench.config import ConfigError
 from workbench.shaping import import_submodules
-from workbench.shaping.base import KINDS, REGISTRY, RewardTerm, Rollouts, build_terms, register
+from workbench.rollouts import Rollouts
+from workbench.shaping.loss_batch import LossBatch
+from workbench.shaping.base import KINDS, REGISTRY, RewardTerm, build_terms, register
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -78,7 +80,8 @@ NEW_MODULE = '''"""A reward term that exists only in this test: one file, no edi
 
 import torch
 
-from workbench.shaping.base import RewardTerm, Rollouts, register
+from workbench.rollouts import Rollouts
+from workbench.shaping.base import RewardTerm, register
 
 
 @register
@@ -225,11 +228,12 @@ def test_every_term_is_finite_on_edge_cases(case):
     A = adv.unsqueeze(1).expand(B, T).clone()
     logps = -torch.rand(B, T, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
     H = torch.rand(B, T, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    logits = torch.randn(B, T, 7, generator=torch.Generator().manual_seed(3)).requires_grad_(True)
     for mask in (r.mask, torch.zeros_like(r.mask)):  # and an empty mask
         for term in all_terms("regularizer"):
-            A2 = term.token_advantages(A, logps.detach(), logps.detach() - 0.1, mask)
+            A2 = term.token_advantages(LossBatch.of(logps.detach(), logps.detach() - 0.1, A, mask, logits=logits))
             assert A2.shape == (B, T) and torch.isfinite(A2).all(), term.name
-            loss = term.loss(logps, logps.detach() - 0.1, A2, mask, H)
+            loss = term.loss(LossBatch.of(logps, logps.detach() - 0.1, A2, mask, H, logits=logits))
             assert loss is None or torch.isfinite(loss).all(), term.name
             for k, v in term.metrics().items():
                 assert isinstance(v, float), (term.name, k)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from workbench.shaping.loss_batch import LossBatch
+
 from workbench.shaping.regularizers import (
     SIREN,
     AdaptiveEntropy,
@@ -70,7 +72,7 @@ def test_clip_cov_selects_candidates_only():
     candidates = ((cov > 1) & (cov < 5)).sum().item()
     assert candidates >= 2
     term = ClipCov(ratio=1.0)  # cut every candidate: deterministic
-    out = term.token_advantages(A, logps, logps, mask)
+    out = term.token_advantages(LossBatch.of(logps, logps, A, mask))
     zeroed = (out == 0) & (A != 0) & mask.bool()
     assert zeroed.sum().item() == candidates == term.metrics()["clipped_tokens"]
     selected_cov = token_covariance(A, logps, mask)[zeroed[mask.bool()]]
@@ -80,29 +82,29 @@ def test_clip_cov_selects_candidates_only():
 def test_clip_cov_count_rule_and_seed():
     A, logps, mask = batch()
     # ratio 2e-4 of 10 tokens floors to 0; min_count=1 still cuts one, min_count=0 cuts none
-    one = ClipCov(seed=3).token_advantages(A, logps, logps, mask)
+    one = ClipCov(seed=3).token_advantages(LossBatch.of(logps, logps, A, mask))
     assert ((one == 0) & (A != 0)).sum().item() == 1
-    none = ClipCov(min_count=0).token_advantages(A, logps, logps, mask)
+    none = ClipCov(min_count=0).token_advantages(LossBatch.of(logps, logps, A, mask))
     assert torch.equal(none, A)
-    again = ClipCov(seed=3).token_advantages(A, logps, logps, mask)
+    again = ClipCov(seed=3).token_advantages(LossBatch.of(logps, logps, A, mask))
     assert torch.equal(one, again)
 
 
 def test_clip_cov_generator_state_round_trips_through_json():
     A, logps, mask = batch()
     term = ClipCov(seed=1)
-    term.token_advantages(A, logps, logps, mask)
+    term.token_advantages(LossBatch.of(logps, logps, A, mask))
     state = json.loads(json.dumps(term.state_dict()))
     resumed = ClipCov(seed=99)
     resumed.load_state_dict(state)
-    assert torch.equal(resumed.token_advantages(A, logps, logps, mask), term.token_advantages(A, logps, logps, mask))
+    assert torch.equal(resumed.token_advantages(LossBatch.of(logps, logps, A, mask)), term.token_advantages(LossBatch.of(logps, logps, A, mask)))
 
 
 def test_clip_cov_gradient_is_zero_exactly_at_selected_tokens():
     A, logps, mask = batch()
     lp = logps.clone().requires_grad_(True)
     term = ClipCov(ratio=1.0)
-    A2 = term.token_advantages(A, lp.detach(), lp.detach(), mask)
+    A2 = term.token_advantages(LossBatch.of(lp.detach(), lp.detach(), A, mask))
     (-(A2 * lp * mask).sum()).backward()
     selected = (A2 == 0) & (A != 0)
     assert selected.any()
@@ -112,7 +114,7 @@ def test_clip_cov_gradient_is_zero_exactly_at_selected_tokens():
 
 def test_clip_cov_empty_mask():
     A, logps, mask = batch()
-    out = ClipCov().token_advantages(A, logps, logps, torch.zeros_like(mask))
+    out = ClipCov().token_advantages(LossBatch.of(logps, logps, A, torch.zeros_like(mask)))
     assert torch.equal(out, A)
 
 
@@ -131,7 +133,7 @@ def test_top_cov_mask_k_is_a_percentage():
 def test_kl_cov_on_policy_penalty_and_gradient_vanish():
     A, logps, mask = batch()
     lp = logps.clone().requires_grad_(True)
-    loss = KLCov(k_percent=50.0).loss(lp, lp.detach(), A, mask, None)  # TRL's old_logps when on-policy
+    loss = KLCov(k_percent=50.0).loss(LossBatch.of(lp, lp.detach(), A, mask, None))  # TRL's old_logps when on-policy
     loss.backward()
     assert loss.item() == 0.0
     assert (lp.grad == 0).all()  # d|x|/dx at 0 is 0 in torch: no effect on-policy
@@ -142,7 +144,7 @@ def test_kl_cov_value_and_gradient_off_policy():
     lp = logps.clone().requires_grad_(True)
     old = logps - 0.5  # the policy has moved since sampling (num_iterations > 1)
     term = KLCov(k_percent=20.0, beta=2.0)
-    loss = term.loss(lp, old, A, mask, None)
+    loss = term.loss(LossBatch.of(lp, old, A, mask, None))
     selected = top_cov_mask(A, logps, mask, 20.0)
     n_valid = mask.sum().item()
     assert loss.item() == pytest.approx(2.0 * 0.5 * selected.sum().item() / n_valid)
@@ -155,7 +157,7 @@ def test_kl_cov_value_and_gradient_off_policy():
 def test_kl_cov_empty_mask_is_zero():
     A, logps, mask = batch()
     lp = logps.clone().requires_grad_(True)
-    loss = KLCov().loss(lp, logps - 1.0, A, torch.zeros_like(mask), None)
+    loss = KLCov().loss(LossBatch.of(lp, logps - 1.0, A, torch.zeros_like(mask), None))
     assert loss.item() == 0.0 and math.isfinite(loss.item())
 
 
@@ -211,9 +213,9 @@ def test_siren_matches_the_reference_on_constant_and_short_sequences():
     h_ref, loss_ref = siren_reference(H, mask, 0.8, anchor=0.5, coef=1.0)
     assert h_ref.item() == pytest.approx((0 + 0 + 0.9 + 3.0) / 4)  # 0.975; `>=` and skipping gave 1.4
     Hg = H.clone().requires_grad_(True)
-    term = SIREN(coef=1.0, quantile=0.8)
+    term = SIREN(coef=1.0, quantile=0.8, top_p=1.0)
     term.load_state_dict({"anchor": 0.5})
-    loss = term.loss(None, None, None, mask, Hg)
+    loss = term.loss(LossBatch.of(None, None, None, mask, Hg))
     assert loss.item() == pytest.approx(loss_ref.item()) == pytest.approx(0.475**2)
     assert term.metrics()["selected_entropy"] == pytest.approx(0.975)
     loss.backward()
@@ -224,10 +226,10 @@ def test_siren_matches_the_reference_on_constant_and_short_sequences():
 def test_siren_without_any_peak_token_is_a_constant_once_anchored():
     H = torch.full((2, 3), 0.7, requires_grad=True)  # constant entropy everywhere: no peak token
     mask = torch.ones(2, 3)
-    term = SIREN(coef=2.0)
-    assert term.loss(None, None, None, mask, H) is None and term.anchor is None  # no anchor from such a batch
+    term = SIREN(coef=2.0, top_p=1.0)
+    assert term.loss(LossBatch.of(None, None, None, mask, H)) is None and term.anchor is None  # no anchor from such a batch
     term.load_state_dict({"anchor": 0.5})
-    loss = term.loss(None, None, None, mask, H)
+    loss = term.loss(LossBatch.of(None, None, None, mask, H))
     _, ref = siren_reference(H.detach(), mask, 0.8, anchor=0.5, coef=2.0)
     assert loss.item() == pytest.approx(ref.item()) == pytest.approx(2.0 * 0.25)  # H_sel = 0
     loss.backward()
@@ -237,12 +239,12 @@ def test_siren_without_any_peak_token_is_a_constant_once_anchored():
 def test_siren_anchor_on_first_call_then_fixed_and_saved():
     H = torch.tensor([[1.0, 3.0, 2.0, 0.0]])
     mask = torch.tensor([[1, 1, 1, 1]])
-    term = SIREN(coef=1.0, quantile=0.5)
-    first = term.loss(None, None, None, mask, H.clone().requires_grad_(True))
+    term = SIREN(coef=1.0, quantile=0.5, top_p=1.0)
+    first = term.loss(LossBatch.of(None, None, None, mask, H.clone().requires_grad_(True)))
     assert first.item() == 0.0 and term.state_dict() == {"anchor": 2.5}  # mean of {3, 2}
-    later = term.loss(None, None, None, mask, (H + 1).requires_grad_(True))
+    later = term.loss(LossBatch.of(None, None, None, mask, (H + 1).requires_grad_(True)))
     assert later.item() == pytest.approx(1.0)  # (3.5 - 2.5)^2
-    resumed = SIREN()
+    resumed = SIREN(top_p=1.0)
     resumed.load_state_dict(json.loads(json.dumps(term.state_dict())))
     assert resumed.anchor == 2.5
 
@@ -250,9 +252,9 @@ def test_siren_anchor_on_first_call_then_fixed_and_saved():
 def test_siren_gradient_only_through_selected_tokens():
     H = torch.tensor([[1.0, 3.0, 2.0, 0.0], [4.0, 4.0, 9.0, 9.0]], requires_grad=True)
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
-    term = SIREN(coef=0.5, quantile=0.5)
+    term = SIREN(coef=0.5, quantile=0.5, top_p=1.0)
     term.load_state_dict({"anchor": 1.0})
-    loss = term.loss(None, None, None, mask, H)
+    loss = term.loss(LossBatch.of(None, None, None, mask, H))
     # selected: row 0 {3, 2} (mean 2.5), row 1 none (valid {4, 4}: nothing above 4) and counts 0 -> H_sel = 1.25
     assert loss.item() == pytest.approx(0.5 * 0.25**2)
     assert loss.item() == pytest.approx(siren_reference(H.detach(), mask, 0.5, 1.0, 0.5)[1].item())
@@ -263,6 +265,6 @@ def test_siren_gradient_only_through_selected_tokens():
 
 
 def test_siren_empty_mask_returns_none():
-    term = SIREN()
-    assert term.loss(None, None, None, torch.zeros(2, 3), torch.ones(2, 3)) is None
+    term = SIREN(top_p=1.0)
+    assert term.loss(LossBatch.of(None, None, None, torch.zeros(2, 3), torch.ones(2, 3))) is None
     assert term.anchor is None

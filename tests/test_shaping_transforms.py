@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from workbench.config import ConfigError
-from workbench.shaping.base import Rollouts, build_terms
+from workbench.rollouts import Rollouts
+from workbench.shaping.base import build_terms
 from workbench.shaping.transforms import PAR, Ensemble, Gated
 
 

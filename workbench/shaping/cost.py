@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from workbench.shaping.base import RewardTerm, Rollouts, register
+from workbench.rollouts import Rollouts
+from workbench.shaping.base import RewardTerm, register
 from workbench.signals import PER_MILLION, rollout_cost, token_cost
 
 

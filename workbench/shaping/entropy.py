@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from workbench.shaping.base import RewardTerm, Rollouts, register
+from workbench.rollouts import Rollouts
+from workbench.shaping.base import RewardTerm, register
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:

@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from workbench.shaping.base import RewardTerm, Rollouts, register
+from workbench.rollouts import Rollouts
+from workbench.shaping.base import RewardTerm, register
 
 # ----------------------------------------------------------------------------------------------- Kimi k1.5
 

@@ -2,8 +2,9 @@
 KL-Cov (card 6) and SIREN (card 10).
 
 Hooks (see ``workbench.shaping.base.Regularizer``): ``trl_args()`` is merged into GRPOConfig once;
-``token_advantages(...)`` rewrites the (B, T) advantages of one training micro-batch after its log-probs exist;
-``loss(...)`` returns a scalar added to TRL's loss for that micro-batch.
+``token_advantages(batch)`` rewrites the (B, T) advantages of one training micro-batch after its log-probs exist;
+``loss(batch)`` returns a scalar added to TRL's loss for that micro-batch (``batch``: a
+``workbench.shaping.loss_batch.LossBatch``).
 """
 
 from __future__ import annotations
@@ -172,9 +173,9 @@ class ClipCov(Regularizer):
         self._metrics = {"candidates": float(candidates.numel()), "clipped_tokens": float(n)}
         return selected
 
-    def token_advantages(self, advantages, logps, old_logps, mask):
-        selected = self.select(advantages, logps, mask)
-        return advantages.masked_fill(selected, 0.0)
+    def token_advantages(self, batch):
+        selected = self.select(batch.advantages, batch.logps.detach(), batch.mask)
+        return batch.advantages.masked_fill(selected, 0.0)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state().tolist()}
@@ -252,8 +253,9 @@ class KLCov(Regularizer):
         self.k_percent, self.beta = float(k_percent), float(beta)
         self._metrics: dict[str, float] = {}
 
-    def loss(self, logps, old_logps, advantages, mask, entropies):
-        selected = top_cov_mask(advantages, logps, mask, self.k_percent)
+    def loss(self, batch):
+        logps, old_logps, mask = batch.logps, batch.old_logps, batch.mask
+        selected = top_cov_mask(batch.advantages, logps, mask, self.k_percent)
         n_valid = mask.bool().sum().clamp(min=1)
         diff = torch.where(selected, logps - old_logps, torch.zeros_like(logps))
         penalty = self.beta * diff.abs().sum() / n_valid
@@ -362,29 +364,49 @@ class SIREN(Regularizer):
     constant loss coef * H_anchor^2 (no gradient). (The reference applies the quantile mask twice; for non-negative
     entropies the second pass keeps the same tokens.)
 
-    Deliberate differences: (1) SIREN measures entropy on the top-p (p = 0.8) nucleus of the top-k (10,000) logits,
-    which needs the full logits inside the loss. ``loss()`` receives TRL's full-vocabulary per-token entropies, so
-    this term is SIREN with p = 1 (no action-subset mask); ``top_p_entropy(logits, p, k)`` implements the real
-    quantity for a trainer that can pass logits. (2) The reference takes H_anchor once, on the whole first batch
+    The action subset: H^p_t is the entropy of the renormalised top-p (``top_p`` 0.8) nucleus of the top-k
+    (``top_k`` 10,000) logits (``top_p_entropy``), computed from the loss batch's ``logits`` field, which the trainer
+    fills by projecting the hidden states of TRL's own training forward pass through the LM head once more (TRL's
+    fused head never materialises logits). ``top_p=1`` uses TRL's full-vocabulary entropy instead and needs no
+    logits (cheaper; SIREN without its action mask).
+
+    Deliberate differences: (1) the logits are those TRL trains on (divided by the rollout temperature, as the
+    reference's entropy after its temperature scaling); models with logit soft-capping or a logit scale are
+    refused for ``top_p < 1`` by the trainer rather than approximated. (2) The reference takes H_anchor once, on the whole first batch
     (from the old-log-prob pass); here it is the first training micro-batch, and a call that selects no token
     never sets it (an anchor of 0 would push peak entropy to collapse). The anchor is cross-step state
     (``state_dict``: ``{"anchor": float | None}``) so a resumed run keeps it.
-    Defaults: coef 0.005 (``entropy_coeff``), quantile 0.8 (``mask_ratio`` in the repo's ``exp_scripts/siren.sh``).
+    Defaults: coef 0.005 (``entropy_coeff``), quantile 0.8 (``mask_ratio`` in the repo's ``exp_scripts/siren.sh``),
+    top_p 0.8 and top_k 10,000 (the reference's nucleus).
     The trainer must keep the entropies' graph (TRL computes them with grad when an entropy term is active).
     """
 
     name = "siren"
 
-    def __init__(self, coef: float = 0.005, quantile: float = 0.8):
+    def __init__(self, coef: float = 0.005, quantile: float = 0.8, top_p: float = 0.8, top_k: int = 10000):
         if not 0.0 <= quantile <= 1.0:
             raise ValueError(f"quantile must be in [0, 1], got {quantile}")
-        self.coef, self.quantile = float(coef), float(quantile)
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        self.coef, self.quantile, self.top_p, self.top_k = float(coef), float(quantile), float(top_p), int(top_k)
+        # p < 1 needs the logits (one more LM-head projection in the training pass); p = 1 is TRL's own entropy
+        self.fields = frozenset({"logits"}) if self.top_p < 1.0 else frozenset()
         self.anchor: float | None = None
         self._metrics: dict[str, float] = {}
 
-    def loss(self, logps, old_logps, advantages, mask, entropies):
-        if entropies is None:
+    def entropies(self, batch) -> torch.Tensor:
+        """(B, T) H^p_t: the top-p nucleus entropy (p < 1) or TRL's full-vocabulary entropy (p = 1)."""
+        if self.top_p < 1.0:
+            return batch.top_p_entropy(self.top_p, self.top_k, who="regularizer.siren")
+        if batch.entropies is None:
             raise ValueError("regularizer.siren needs the per-token entropies of the training forward pass")
+        return batch.entropies
+
+    def loss(self, batch):
+        mask = batch.mask
+        entropies = self.entropies(batch)
         selected = peak_entropy_mask(entropies, mask, self.quantile)
         if self.anchor is None and not selected.any():
             self._metrics = {"selected_tokens": 0.0}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from workbench.shaping.base import RewardTerm, Rollouts, register
+from workbench.rollouts import Rollouts
+from workbench.shaping.base import RewardTerm, register
 from workbench.tasks.base import THINK_CLOSE, THINK_OPEN
 
 

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from workbench.config import ConfigError
-from workbench.shaping.base import REGISTRY, RewardTerm, Rollouts, register
+from workbench.rollouts import Rollouts
+from workbench.shaping.base import REGISTRY, RewardTerm, register
 
 
 def _check_known(owner: str, key: str, names: list[str]) -> None:
