@@ -13,7 +13,7 @@ import torch
 from workbench.shaping.base import REGISTRY, build_terms
 from workbench.shaping.loss_batch import OPTIONAL_FIELDS, LossBatch
 from workbench.shaping.pipeline import ShapingPipeline
-from workbench.shaping.regularizers import SIREN, peak_entropy_mask, selective_entropy, top_p_entropy
+from workbench.shaping.regularizer_entropy import SIREN, peak_entropy_mask, selective_entropy, top_p_entropy
 
 PLUGIN = '''
 import torch

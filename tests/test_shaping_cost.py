@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from workbench.rollouts import Rollouts
-from workbench.shaping.cost import CostRouter, CostTokens, ToolCalls, token_cost
+from workbench.shaping.reward_cost import CostRouter, CostTokens, ToolCalls, token_cost
 from workbench.signals import rollout_cost
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from workbench.rollouts import Rollouts
-from workbench.shaping.entropy import PEAR, phase_entropies
+from workbench.shaping.reward_entropy import PEAR, phase_entropies
 
 
 def make_rollouts(entropies, lengths, think_lens, correct=None, G=None):

@@ -14,7 +14,7 @@ from collections import defaultdict
 import pytest
 import torch
 
-from workbench.shaping.regularizers import KLCov, top_cov_mask
+from workbench.shaping.regularizer_entropy import KLCov, top_cov_mask
 from workbench.shaping.loss_batch import LossBatch
 
 grpo_trainer = pytest.importorskip("trl.trainer.grpo_trainer")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from workbench.rollouts import Rollouts
-from workbench.shaping.length import CosineLength, HAPOLength, KimiLength, OverlongDAPO
+from workbench.shaping.reward_length import CosineLength, HAPOLength, KimiLength, OverlongDAPO
 
 
 def make_rollouts(lengths, correct, G, *, max_len=100, step=0, keys=None, truncated=None):

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from workbench.rollouts import Rollouts
 from workbench.shaping.base import build_terms
-from workbench.shaping.cost import ModeCost, mode_penalty
+from workbench.shaping.reward_cost import ModeCost, mode_penalty
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -61,7 +61,7 @@ TERM_MODULES = {cls.__module__ for table in REGISTRY.values() for cls in table.v
 def test_every_module_of_the_package_is_imported():
     names = {m.name for m in pkgutil.iter_modules(shaping.__path__) if not m.name.startswith("_")}
     assert names <= {n.rsplit(".", 1)[-1] for n in sys.modules if n.startswith("workbench.shaping.")}
-    assert {"advantage", "cost", "entropy", "length", "regularizers", "task_rewards", "transforms"} <= {
+    assert {"advantage", "reward_cost", "reward_entropy", "reward_length", "regularizer_entropy", "reward_task", "reward_combine"} <= {
         n.rsplit(".", 1)[-1] for n in TERM_MODULES
     }
 

@@ -11,7 +11,7 @@ import torch
 
 from workbench.shaping.loss_batch import LossBatch
 
-from workbench.shaping.regularizers import (
+from workbench.shaping.regularizer_entropy import (
     SIREN,
     AdaptiveEntropy,
     ClipCov,

@@ -8,7 +8,7 @@ import torch
 from workbench.config import ConfigError
 from workbench.rollouts import Rollouts
 from workbench.shaping.base import build_terms
-from workbench.shaping.transforms import PAR, Ensemble, Gated
+from workbench.shaping.reward_combine import PAR, Ensemble, Gated
 
 
 def sig(x):

@@ -161,7 +161,7 @@ def test_crash_marks_run_failed(tiny_overrides, tmp_path):
     # a reward weight of NaN makes every reward NaN: TRL trains on garbage unless the run fails loudly
     overrides = ["experiment=quickstart", *tiny_overrides, "algo.max_steps=2", "eval.at_start=false"]  # W&B offline
     cfg = to_train_config(compose("train", overrides))
-    from workbench.shaping.task_rewards import Format
+    from workbench.shaping.reward_task import Format
 
     original = Format.__call__
     try:

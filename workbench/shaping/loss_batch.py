@@ -80,8 +80,8 @@ class LossBatch:
 
     def top_p_entropy(self, p: float, k: int = 10000, who: str = "top_p_entropy") -> torch.Tensor:
         """(B, T), with grad: entropy of each position's renormalised top-p nucleus of the top-k logits
-        (`workbench.shaping.regularizers.top_p_entropy`), cached per (p, k) for the terms sharing this batch."""
-        from workbench.shaping.regularizers import top_p_entropy
+        (`workbench.shaping.regularizer_entropy.top_p_entropy`), cached per (p, k) for the terms sharing this batch."""
+        from workbench.shaping.regularizer_entropy import top_p_entropy
 
         key = ("top_p_entropy", float(p), int(k))
         if key not in self._cache:
