@@ -207,9 +207,49 @@ def to_plain(cfg: Any, drop: tuple[str, ...] = ("hydra",)) -> dict[str, Any]:
     return data
 
 
-def compose(config_name: str, overrides: list[str], conf_dir: Path = CONF_DIR) -> dict[str, Any]:
+#: The option name under which `compose(..., given=...)` registers a given group config.
+GIVEN = "_given_"
+
+
+def parse_overrides(overrides: list[str]) -> list[Any]:
+    """Hydra's parsed `Override` objects (key, value, kind) of command-line overrides; a syntax error is one line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as e:
+        raise ConfigError(" ".join(str(e).split())) from None
+
+
+def compose(config_name: str, overrides: list[str], conf_dir: Path = CONF_DIR,
+            given: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Compose `conf/<config_name>.yaml` with Hydra overrides (one job: `check_single_job`) and return a resolved
-    plain dict."""
+    plain dict.
+
+    `given`: {group: plain config} composed in place of what `conf/<config_name>.yaml` picks for that group or holds
+    at that key (rl eval on a run directory: the run's own model, task and price). Each is registered as the group
+    option `GIVEN` in Hydra's ConfigStore and selected before the overrides, so `task.eval_size=50` changes the run's
+    task by the same grammar, force-add and one-line errors as every other override (one way to apply key=value)."""
     check_single_job(overrides, config_name)
-    with hydra_context(conf_dir=conf_dir):
-        return to_plain(compose_config(overrides, config_name, conf_dir=conf_dir))
+    with hydra_context(conf_dir=conf_dir), _given_options(given or {}, conf_dir) as selections:
+        return to_plain(compose_config([*selections, *overrides], config_name, conf_dir=conf_dir))
+
+
+@contextlib.contextmanager
+def _given_options(given: dict[str, dict[str, Any]], conf_dir: Path) -> Iterator[list[str]]:
+    """Register each given config as `<group>/GIVEN` (removed again on exit: the ConfigStore outlives Hydra's global
+    instance) and yield the overrides that select them: `group=GIVEN` for a config group (conf/<group>/, which the
+    primary config picks), else `+group=GIVEN`, merged over what the primary config holds at that key."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    selections = []
+    for group, node in given.items():
+        store.store(group=group, name=GIVEN, node=node)
+        selections.append(f"{group}={GIVEN}" if (conf_dir / group).is_dir() else f"+{group}={GIVEN}")
+    try:
+        yield selections
+    finally:
+        for group in given:
+            store.repo.get(group, {}).pop(f"{GIVEN}.yaml", None)
