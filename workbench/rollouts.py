@@ -93,6 +93,7 @@ def build_rollouts(
     transcripts: Sequence[str] | None = None,
     entropies: torch.Tensor | Sequence[Sequence[float]] | None = None,
     truncated: Sequence[bool] | None = None,
+    context_tokens: Sequence[int] | None = None,
 ) -> Rollouts:
     """The one builder of a `Rollouts` record, from per-rollout facts (all of length B, in rollout order; rollouts
     g*G .. (g+1)*G - 1 share a prompt).
@@ -104,6 +105,8 @@ def build_rollouts(
     * `entropies`: per-token entropies of the sampled tokens, a (B, T') tensor or ragged lists; zero-padded or
       cut to the batch width and zeroed on tool-result tokens.
     * `truncated`: None means "the last token is not an EOS id" (`eos_ids`), the rule training uses.
+    * `context_tokens`: tool-result tokens read back, for callers whose ids are the model's own tokens only
+      (`rl eval`'s rows); None: counted from `model_token_masks`.
     """
     B = len(completions)
     ids = [list(c) for c in completion_ids]
@@ -115,7 +118,8 @@ def build_rollouts(
     for i, m in enumerate(masks):
         mask[i, : len(m)] = torch.tensor(m, dtype=torch.float32)
     lengths = torch.tensor([sum(m) for m in masks], dtype=torch.long)
-    context = torch.tensor([len(m) - sum(m) for m in masks], dtype=torch.long)
+    context = torch.tensor([len(m) - sum(m) for m in masks] if context_tokens is None
+                           else [int(c) for c in context_tokens], dtype=torch.long)
     if truncated is None:
         truncated = [len(c) > 0 and c[-1] not in eos_ids for c in ids]
     score = torch.tensor([float(s) for s in scores], dtype=torch.float32)
