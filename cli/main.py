@@ -209,5 +209,8 @@ app.command("eval", epilog=EVAL_EPILOG)(eval_command)
 from cli.sweep_cmd import SWEEP_EPILOG, sweep_command  # noqa: E402
 app.command("sweep", epilog=SWEEP_EPILOG)(sweep_command)
 
+from cli.vllm_cmd import VLLM_SERVE_EPILOG, vllm_serve_command  # noqa: E402
+app.command("vllm-serve", epilog=VLLM_SERVE_EPILOG)(vllm_serve_command)
+
 if __name__ == "__main__":
     app()

@@ -153,8 +153,9 @@ def trl_arguments(cfg: TrainConfig, reward_terms: list[Any], regularizers: list[
 
 
 def check_vllm_train(cfg: TrainConfig, mode: str) -> None:
-    """algo.use_vllm=true: vllm imports, and on CPU (workbench.vllm_cpu) the mode is colocate and the model's head
-    size is one vLLM's CPU attention has a kernel for; one line each instead of an engine traceback."""
+    """algo.use_vllm=true: vllm imports, and on CPU (workbench.vllm_cpu, workbench.vllm_server) the mode is colocate
+    or server and the model's head size is one vLLM's CPU attention has a kernel for; one line each instead of an
+    engine traceback."""
     from workbench.evaluation import vllm_backend
 
     ok, why = vllm_backend.available()
@@ -162,8 +163,8 @@ def check_vllm_train(cfg: TrainConfig, mode: str) -> None:
         raise ConfigError(f"algo.use_vllm=true: {why}")
     if not vllm_backend.on_cpu():
         return
-    if mode != "colocate":  # TRL's server-mode weight sync is NCCL-only ("needs a CUDA device, got 'cpu'")
-        raise ConfigError(f"algo.vllm_mode={mode!r} needs a CUDA device; on CPU use algo.vllm_mode=colocate")
+    if mode not in ("colocate", "server"):
+        raise ConfigError(f"algo.vllm_mode={mode!r} is not valid; choose one of: colocate, server")
     m = cfg.model
     said = {"setting": "algo.use_vllm=true", "instead": "algo.use_vllm=false"}
     if m.kind == "tiny":

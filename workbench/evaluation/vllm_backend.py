@@ -145,7 +145,7 @@ class VLLMModel:
                 shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-def _model_folder(cfg: ModelConfig, task: Any) -> tuple[str, Any, Path | None]:
+def model_folder(cfg: ModelConfig, task: Any) -> tuple[str, Any, Path | None]:
     """(folder or hub name vLLM loads, tokenizer, temporary folder to delete) for a model config."""
     from workbench.models import load_model_and_tokenizer
     from workbench.models.hf import load_tokenizer
@@ -239,7 +239,7 @@ def load(cfg: ModelConfig, task: Any, prompts: list[str] | None = None,
     max_model_len is the longest prompt + max_new_tokens (capped at the model's), so the KV cache (1 GiB on CPU)
     need not hold the model's whole context (8192 tokens for SmolLM2, 32k+ for larger models)."""
     apply_env()
-    source, tokenizer, temp = _model_folder(cfg, task)
+    source, tokenizer, temp = model_folder(cfg, task)
     try:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
