@@ -155,7 +155,8 @@ def _train_command(overrides: list[str], name: str | None, dry_run: bool, resume
                            f"{accelerate_config_path(cfg.launch.accelerate_config)}", err=True)
             typer.echo("dry run: config valid; nothing written", err=True)
             return
-        from workbench.train import print_summary, train as run_train
+        from workbench.summary import print_summary
+        from workbench.train import train as run_train
 
         # with launch.num_processes > 1 this process supervises N workers that run this same command (workbench.launch)
         supervised = cfg.launch.num_processes > 1 and not launched()

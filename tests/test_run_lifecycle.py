@@ -391,7 +391,7 @@ def test_resume_truncation_rule(tmp_path):
 
 
 def test_segments_sum_and_dead_segment_closed(tmp_path):
-    from workbench.train import _close_dead_segment, _end_segment
+    from workbench.run_lifecycle import close_dead_segment, end_segment
 
     run = RunDir.create(tmp_path, "exp", "x")
     t = time.time()
@@ -399,10 +399,46 @@ def test_segments_sum_and_dead_segment_closed(tmp_path):
             {"pid": 2, "start_ts": t - 50, "seconds": None}]  # killed: never recorded its end
     run.metrics_file.write_text(json.dumps({"step": 3, "time": t - 20}) + "\n")
     meta = {"segments": segs, "heartbeat": "2020-01-01T00:00:00+00:00"}
-    closed = _close_dead_segment(run, meta)
+    closed = close_dead_segment(run, meta)
     assert closed[0] == segs[0]
     assert closed[1]["outcome"] == "dead" and abs(closed[1]["seconds"] - 30) < 1  # until its last metrics row
     run.write_meta(segments=[*closed, {"pid": os.getpid(), "start_ts": t, "seconds": None}])
-    total = _end_segment(run, "completed", 9, time.time() - 5)
+    total = end_segment(run, "completed", 9, time.time() - 5)
     assert abs(total - 65) < 1
     assert run.read_meta()["segments"][-1]["outcome"] == "completed"
+
+
+def test_record_exit_marks_failed_or_interrupted(tmp_path):
+    """A run that raised says why: a crash is `failed` with error.txt, Ctrl-C or a signal is `interrupted` with the
+    step and the last checkpoint; either exception carries run_dir for the CLI's one line."""
+    from workbench.lifecycle import RunInterrupted
+    from workbench.run_lifecycle import new_segment, record_exit
+
+    run = RunDir.create(tmp_path, "exp", "crash")
+    run.write_meta(segments=[new_segment(["rl", "train"])])
+    try:
+        raise ValueError("boom")
+    except ValueError as e:
+        assert record_exit(e, run, True, 3, time.time() - 2) is None
+        assert e.run_dir == run.path
+    meta = run.read_meta()
+    assert meta["status"] == "failed" and meta["error"] == "ValueError: boom"
+    assert "raise ValueError(\"boom\")" in run.path.joinpath("error.txt").read_text()
+    assert meta["segments"][-1]["outcome"] == "failed" and meta["segments"][-1]["to_step"] == 3
+
+    run = RunDir.create(tmp_path, "exp", "stopped")
+    run.write_meta(segments=[new_segment(["rl", "train"])])
+    (run.checkpoints_dir / "checkpoint-2").mkdir(parents=True)
+    (run.checkpoints_dir / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2}')
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as e:
+        stop = record_exit(e, run, True, 2, time.time())
+    assert isinstance(stop, RunInterrupted) and stop.signame == "SIGINT" and stop.exit_code == 130
+    assert stop.step == 2 and stop.run_dir == run.path
+    meta = run.read_meta()
+    assert meta["status"] == "interrupted" and meta["interrupted_checkpoint"] == "checkpoint-2"
+    assert meta["segments"][-1]["outcome"] == "interrupted (SIGINT)"
+    assert not run.path.joinpath("error.txt").exists()
+    sigterm = RunInterrupted(signal.SIGTERM, step=2)
+    assert record_exit(sigterm, run, True, 2, time.time()) is sigterm

@@ -68,21 +68,22 @@ def test_training_run_config_group_name_and_tokens_per_s(tmp_path, monkeypatch):
     """rl train's W&B run (transformers' WandbCallback, as the workbench sets it up): the resolved workbench config
     flattened, the overrides and the run directory in its config; group = config without seed; job_type train;
     perf/tokens_per_s in its history (metrics.jsonl has it)."""
-    import workbench.train as train_mod
+    from workbench import tracking
+    from workbench.runs import load_run_config
     from workbench.tracking import read_config, wandb_config
     from workbench.callbacks import make_wandb_callback
 
     import os
 
     for k in [k for k in os.environ if k.startswith("WANDB_")]:
-        monkeypatch.setenv(k, os.environ[k])  # restored after the test: _wandb_env sets W&B's variables
+        monkeypatch.setenv(k, os.environ[k])  # restored after the test: training_env sets W&B's variables
     for k in ("WANDB_RUN_GROUP", "WANDB_JOB_TYPE", "WANDB_DIR", "WANDB_RUN_ID", "WANDB_PROJECT", "WANDB_TAGS",
               "WANDB_RESUME", "WANDB_LOG_MODEL", "WANDB_WATCH", "WANDB_ENTITY"):
         monkeypatch.setenv(k, "")
         monkeypatch.delenv(k)
     run = _run_dir(tmp_path, "seed=5")
-    cfg = train_mod.load_run_config(run)
-    train_mod._wandb_env(cfg, run, "abcd1234", resume=False)
+    cfg = load_run_config(run)
+    tracking.training_env(cfg, run, "abcd1234", resume=False)
     cb = make_wandb_callback(wandb_config(run, read_config(run)), rollouts_per_step=16)
     args = types.SimpleNamespace(to_dict=lambda: {"learning_rate": 5e-5}, run_name=f"quickstart/{run.path.name}",
                                  output_dir=str(run.path / "checkpoints"))
@@ -90,7 +91,7 @@ def test_training_run_config_group_name_and_tokens_per_s(tmp_path, monkeypatch):
     try:
         cb.on_log(args, state, None, model=None, logs={"reward": 0.5, "step_time": 2.0, "length/mean": 10.0})
     finally:
-        train_mod._finish_wandb(0)
+        tracking.finish(0)
     got = _only(run)
     config = yaml.safe_load(run.config_file.read_text())
     assert got["run"]["id"] == "abcd1234" and got["run"]["job_type"] == "train"

@@ -91,9 +91,9 @@ def check_runs_dir(runs_dir: str | Path) -> None:
 def check_trl_options(algo_name: str, options: dict[str, Any]) -> dict[str, Any]:
     """Types (against the TRL config dataclass's annotations), finiteness and ranges of `algo.*` keys; returns the
     options with ints widened to floats where TRL declares a float. Unknown keys are left to `build_trl_args`."""
-    from trl import GRPOConfig, RLOOConfig
+    from workbench.algorithms import config_class
 
-    cls = GRPOConfig if algo_name == "grpo" else RLOOConfig
+    cls = config_class(algo_name)
     try:
         hints = typing.get_type_hints(cls)
     except Exception:  # noqa: BLE001 - an unresolvable annotation: fall back to the declared ones
@@ -112,24 +112,25 @@ def check_trl_options(algo_name: str, options: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def trl_arguments(cfg: TrainConfig, reward_terms: list[Any], regularizers: list[Any]):
-    """The GRPOConfig/RLOOConfig of a run: the user's `algo.*` keys (checked), the regularizers' TRL options and the
-    workbench's fixed settings. output_dir is a placeholder until the run directory exists."""
+def trl_arguments(cfg: TrainConfig, regularizers: list[Any]):
+    """The GRPOConfig/RLOOConfig of a run: the user's `algo.*` keys (checked), the regularizers' TRL options, the
+    algorithm's defaults (`workbench.algorithms`) and the workbench's fixed settings. output_dir is a placeholder
+    until the run directory exists; the reward terms' weights join when the trainer is built (`workbench.train`)."""
     import torch
 
     from workbench.progress import quiet_imports
 
     quiet_imports()  # transformers' W&B integration prints an [INFO] line on import
-    from workbench.algorithms import build_trl_args
+    from workbench.algorithms import algorithm, build_trl_args, supporting
 
-    trl_options = check_trl_options(cfg.algo.name, dict(cfg.algo.trl))
+    algo = algorithm(cfg.algo.name)
+    trl_options = check_trl_options(algo.name, dict(cfg.algo.trl))
     for reg in regularizers:
         trl_options.update(reg.trl_args())
     on_cpu = not torch.cuda.is_available()
     fixed = {
         "output_dir": "checkpoints",  # replaced by the run directory's checkpoints/ once it exists
         "seed": cfg.seed,
-        "reward_weights": [t.weight for t in reward_terms],
         "report_to": "none",
         "disable_tqdm": True,
         "save_strategy": "steps",
@@ -139,17 +140,19 @@ def trl_arguments(cfg: TrainConfig, reward_terms: list[Any], regularizers: list[
         # GRPOConfig defaults to bf16 mixed precision, which needs a GPU.
         fixed.update(use_cpu=True, bf16=False, fp16=False)
     if cfg.task.tools:
-        if cfg.algo.name != "grpo":
-            raise ConfigError("task.tools: tool calls run in TRL's GRPOTrainer only; use algo=grpo")
+        if not algo.tools:
+            able = supporting("tools")
+            raise ConfigError(f"task.tools: tool calls run in TRL's {' / '.join(a.trl_trainer for a in able)} only; "
+                              f"use algo={'|'.join(a.name for a in able)}")
         # one bound for training (TRL's tool loop) and rl eval (workbench.evaluation): task.max_tool_calls
         fixed["max_tool_calling_iterations"] = int(cfg.task.max_tool_calls)
-    if cfg.algo.name == "grpo" and "scale_rewards" not in trl_options:
-        trl_options["scale_rewards"] = "none"
+    for key, value in algo.defaults.items():
+        trl_options.setdefault(key, value)
     import warnings
 
     with warnings.catch_warnings():  # transformers' deprecation notices about its own defaults are not the user's
         warnings.simplefilter("ignore", FutureWarning)
-        return build_trl_args(cfg.algo.name, trl_options, fixed)
+        return build_trl_args(algo.name, trl_options, fixed)
 
 
 def check_vllm_train(cfg: TrainConfig, mode: str) -> None:
@@ -182,6 +185,7 @@ def check_vllm_train(cfg: TrainConfig, mode: str) -> None:
 def check_train(cfg: TrainConfig, with_task: bool = True, new_run: bool = True) -> Checked:
     """All checks of a training config short of loading the model; see the module docstring. `new_run=False`
     (a resume) skips `runs_dir`, which a resumed run does not use."""
+    from workbench.algorithms import algorithm, supporting
     from workbench.shaping import build_terms
 
     check_ranges(cfg)
@@ -198,9 +202,10 @@ def check_train(cfg: TrainConfig, with_task: bool = True, new_run: bool = True) 
         raise ConfigError("reward: no reward terms selected; e.g. reward=[correctness,format]")
     advantage_terms = build_terms("advantage", cfg.advantage)
     regularizers = build_terms("regularizer", cfg.regularizer)
-    if cfg.algo.name == "rloo" and any(r.has_token_hook or r.has_loss for r in regularizers):
-        raise ConfigError("regularizer: loss-side terms (clip_cov, kl_cov, siren) work with algo=grpo only")
-    args = trl_arguments(cfg, reward_terms, regularizers)
+    if not algorithm(cfg.algo.name).loss_regularizers and any(r.has_token_hook or r.has_loss for r in regularizers):
+        able = "|".join(a.name for a in supporting("loss_regularizers"))
+        raise ConfigError(f"regularizer: loss-side terms (clip_cov, kl_cov, siren) work with algo={able} only")
+    args = trl_arguments(cfg, regularizers)
     if args.use_vllm:
         check_vllm_train(cfg, args.vllm_mode)
     task, train_examples, eval_examples = None, [], []

@@ -1,5 +1,11 @@
-"""Weights & Biases for `rl train` and `rl eval`: how runs are grouped, named and configured, and how `rl eval`'s
-results reach W&B. Import-light (wandb, yaml and the compare module load inside the functions).
+"""Weights & Biases for `rl train` and `rl eval`: how runs are grouped, named and configured, how a training sets W&B
+up and closes it, and how `rl eval`'s results reach W&B. Import-light (wandb, yaml, transformers and the compare
+module load inside the functions). The one piece elsewhere: the Trainer callback that logs the rows
+(`workbench.callbacks.make_wandb_callback`, beside the other callbacks); `attach` puts it on the trainer.
+
+- **rl train**: `uses_wandb` -> `start_training` (W&B's environment variables, which transformers' callback reads,
+  and `survive_service_loss`) -> `attach` -> training -> `record_summary` -> `finish`, also when the run fails or
+  stops.
 
 - **group**: `logger.group` when set, else `workbench.compare.config_group_id(config)` = `<experiment_name>-<hash>`
   of the resolved config without seed, name, paths and logger: the rule `rl compare` groups by. So the seeds of one
@@ -36,6 +42,83 @@ def wandb_mode(logger: Any) -> str | None:
         return None
     mode = os.environ.get("WANDB_MODE") or logger.mode
     return None if mode == "disabled" else mode
+
+
+def uses_wandb(logger: Any) -> bool:
+    """Whether a run logs to W&B (see `wandb_mode`)."""
+    return wandb_mode(logger) is not None
+
+
+def new_run_id() -> str:
+    """A W&B run id for a new run directory (meta.json `wandb_run_id`): W&B accepts any short [a-z0-9] id."""
+    import secrets
+
+    return secrets.token_hex(4)
+
+
+def start_training(cfg: Any, run: RunDir, run_id: str, resume: bool) -> None:
+    """Before the trainer exists: W&B's environment variables (`training_env`) and `survive_service_loss`."""
+    training_env(cfg, run, run_id, resume)
+    survive_service_loss()
+
+
+def training_env(cfg: Any, run: RunDir, run_id: str, resume: bool) -> None:
+    """W&B is configured through its environment variables, which transformers' WandbCallback reads; group, job type
+    and name follow the module docstring (the group: the config without the seed, as rl compare groups runs)."""
+    mode = os.environ.get("WANDB_MODE") or cfg.logger.mode  # a user's explicit WANDB_MODE wins
+    os.environ["WANDB_MODE"] = mode
+    os.environ["WANDB_DIR"] = str(run.path)
+    os.environ["WANDB_PROJECT"] = cfg.logger.project
+    if cfg.logger.entity:
+        os.environ["WANDB_ENTITY"] = cfg.logger.entity
+    os.environ["WANDB_RUN_GROUP"] = run_group(read_config(run))  # logger.group, else <experiment>-<config hash>
+    os.environ["WANDB_JOB_TYPE"] = JOB_TRAIN
+    os.environ["WANDB_TAGS"] = ",".join([cfg.experiment_name, cfg.algo.name, *cfg.logger.tags])
+    os.environ["WANDB_RUN_ID"] = run_id
+    os.environ["WANDB_RESUME"] = "allow" if resume else "never"
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ["WANDB_LOG_MODEL"] = "false"
+    os.environ["WANDB_WATCH"] = "false"
+
+
+def attach(trainer: Any, run: RunDir, rollouts_per_step: int) -> None:
+    """Replace transformers' WandbCallback on `trainer` by the workbench's (`workbench.callbacks.make_wandb_callback`:
+    the workbench's metric names; the resolved config, overrides and run directory join W&B's config; tokens/s
+    needs the rollouts per step)."""
+    from transformers.integrations import WandbCallback
+
+    from workbench.callbacks import make_wandb_callback
+
+    trainer.remove_callback(WandbCallback)
+    trainer.add_callback(make_wandb_callback(wandb_config(run, read_config(run)), rollouts_per_step))
+
+
+def record_summary(summary: dict[str, Any]) -> None:
+    """The numbers of the run's summary.json into the W&B run's summary."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+
+
+def finish(exit_code: int = 0) -> None:
+    """Close the W&B run, so a later trainer in this process gets its own run (sweeps, tests)."""
+    try:
+        import wandb
+    except ImportError:
+        return
+    try:
+        if wandb.run is not None:
+            wandb.finish(exit_code=exit_code)
+    except Exception:  # noqa: BLE001 - closing W&B must never hide the real outcome (its service may be gone)
+        pass
+    try:
+        # W&B reads its settings (WANDB_DIR among them) once per process: without a teardown the next training
+        # in this process would write its files into this run's wandb/ folder. Also after a failed finish: else
+        # W&B's atexit hook tries again at exit and prints a traceback.
+        wandb.teardown()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def survive_service_loss() -> None:
