@@ -55,41 +55,55 @@ def summarize(run: RunDir, cfg: TrainConfig, start: dict, end: dict, seconds: fl
     }
 
 
+#: The rows of the printed table: (metric, whether it has a start value, a note). The words come from the metric
+#: catalog (`workbench.metric_catalog.title`: "held-out accuracy"; a metric without one shows its name), and so do
+#: the formats (by unit).
+TABLE_ROWS = (
+    ("eval/accuracy", True, "95% CI"),
+    ("eval/length/mean", True, ""),
+    *((name, False, "") for name in TAIL_METRICS if name != "perf/step_time"),
+)
+#: With tools (the papers' cost measures, held out): rows shown when the end evaluation has them; modes likewise.
+TOOL_ROWS = ("eval/cost_of_pass", "eval/tools/calls_per_problem")
+
+
+def row_label(name: str, note: str = "") -> str:
+    """A table row's label: the catalog's title with the name and note in brackets, else the name (and note)."""
+    from workbench.metric_catalog import title
+
+    words = title(name)
+    inner = ", ".join(x for x in (name if words != name else "", note) if x)
+    return f"{words} ({inner})" if inner else words
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     """The summary as a table on stdout: metric, start, end."""
     from rich.console import Console
     from rich.table import Table
 
+    from workbench.metric_catalog import fmt
+
     console = Console(stderr=False)
-    table = Table(title=f"rl train: {summary['experiment']}/{Path(summary['run_dir']).name}", show_header=True)
+    table = Table(title=f"rl train: {summary['experiment']}/{Path(summary['run_dir']).name}", show_header=True,
+                  caption=f"training metrics: means over the last {TAIL} logged steps")
     table.add_column("metric")
     table.add_column("start", justify="right")
     table.add_column("end", justify="right")
 
-    def fmt(v, spec=".3f"):
-        return "-" if v is None else format(v, spec)
+    def value(key: str) -> str:  # with its interval where summary.json has one
+        v, lo, hi = (summary.get(key + s) for s in ("", "/ci_low", "/ci_high"))
+        return fmt(key, v) if lo is None or hi is None else f"{fmt(key, v)} [{fmt(key, lo)}, {fmt(key, hi)}]"
 
-    def with_ci(prefix):
-        v, lo, hi = (summary.get(prefix + s) for s in ("", "/ci_low", "/ci_high"))
-        return fmt(v) if lo is None or hi is None else f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]"
+    def add(name: str, has_start: bool, note: str = "") -> None:
+        table.add_row(row_label(name, note), value(name + "_start") if has_start else "", value(name))
 
-    table.add_row("held-out accuracy (eval/accuracy, 95% CI)", with_ci("eval/accuracy_start"), with_ci("eval/accuracy"))
-    table.add_row("held-out length, tokens", fmt(summary.get("eval/length/mean_start"), ".1f"), fmt(summary.get("eval/length/mean"), ".1f"))
-    table.add_row("train reward (last 10 steps)", "", fmt(summary.get("train/reward")))
-    table.add_row("train accuracy (last 10 steps)", "", fmt(summary.get("train/accuracy")))
-    table.add_row("completion length (length/mean)", "", fmt(summary.get("length/mean"), ".1f"))
-    table.add_row("token entropy (entropy/mean)", "", fmt(summary.get("entropy/mean")))
-    table.add_row("cost per rollout, $ (cost/mean)", "", fmt(summary.get("cost/mean"), ".2e"))
-    if "eval/tools/calls_per_problem" in summary:  # tools ran: the papers' cost measures, held out
-        table.add_row("held-out cost of pass, $ (eval/cost_of_pass)", fmt(summary.get("eval/cost_of_pass_start"), ".2e"),
-                      fmt(summary.get("eval/cost_of_pass"), ".2e"))
-        table.add_row("held-out tool calls per problem", fmt(summary.get("eval/tools/calls_per_problem_start"), ".2f"),
-                      fmt(summary.get("eval/tools/calls_per_problem"), ".2f"))
-    modes = [k.rsplit("/", 1)[1] for k in summary
-             if k.startswith("eval/modes/") and k.count("/") == 2 and not k.endswith("_start")]
-    for mode in modes:
-        table.add_row(f"held-out share of mode {mode}", fmt(summary.get(f"eval/modes/{mode}_start"), ".2f"),
-                      fmt(summary.get(f"eval/modes/{mode}"), ".2f"))
+    for name, has_start, note in TABLE_ROWS:
+        add(name, has_start, note)
+    if "eval/tools/calls_per_problem" in summary:  # tools ran
+        for name in TOOL_ROWS:
+            add(name, True)
+    for name in [k for k in summary if k.startswith("eval/modes/") and k.count("/") == 2 and not k.endswith("_start")]:
+        add(name, True)
     table.add_row("steps / seconds", "", f"{summary['steps']} / {summary['train_seconds']:.0f}")
     console.print(table)
     console.print(f"run directory: [bold]{summary['run_dir']}[/bold]")
