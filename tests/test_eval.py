@@ -83,6 +83,17 @@ def test_eval_yaml_composes_with_train_prices():
     assert cfg.eval.k == [1, 4, 16] and cfg.task.name == "chain_sum"
 
 
+def test_train_eval_section_becomes_the_eval_config():
+    """rl train's eval: section and rl eval's EvalConfig meet in one conversion (TrainEvalConfig.to_eval)."""
+    from workbench.config import N_BOOT, TrainEvalConfig
+
+    e = TrainEvalConfig(n=3, temperature=0.5, batch_size=7, num_problems=11).to_eval(max_new_tokens=40, seed=5)
+    assert isinstance(e, EvalConfig)
+    assert (e.n, e.temperature, e.batch_size, e.max_new_tokens, e.seed) == (3, 0.5, 7, 40, 5)
+    assert e.n_boot == N_BOOT and e.num_problems is None and e.k is None  # the caller picks the problems
+    validate_eval(e)
+
+
 @pytest.mark.parametrize(
     "kwargs, fragment",
     [
@@ -325,6 +336,8 @@ def test_run_without_final_lists_its_checkpoints(run_dir):
         (["eval.maj_k=[3]"], ["k=3 is larger than eval.n=2"]),
         (["task.name=nosuch"], ["task.name='nosuch' is not valid", "arithmetic"]),
         (["model=hf"], ["only eval.*, task.* and price.*"]),
+        (["+task.seed=1"], ["'+task.seed=1'", "only plain key=value"]),
+        (["task.eval_size=[1"], ["no viable alternative"]),
         (["eval.nope=1"], ["eval.nope"]),
         (["eval.backend=vllm"], ["eval.backend=vllm is not available"]),
         (["eval.num_problems=100"], ["eval.num_problems=100", "only 8 eval problems"]),
@@ -334,6 +347,17 @@ def test_run_without_final_lists_its_checkpoints(run_dir):
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_dir, extra, fragments):
     res = cli.invoke(app, ["eval", str(run_dir), *SMALL, *extra])
     one_line_error(res, *fragments)
+    assert _nothing_written(run_dir)
+
+
+def test_run_dir_overrides_apply_to_the_runs_own_task_and_prices(run_dir):
+    """task.* and price.* overrides change the run's config by Hydra's grammar (lists, nested keys), as in rl train."""
+    plan = runner.plan_run_eval(run_dir, ["eval.n=2", "task.eval_size=4", "price.tools.calculator=0.5",
+                                          "task.params.max_digits=2", "task.tools=[]"])
+    assert plan.cfg.task.eval_size == 4 and len(plan.examples) == 4 and plan.cfg.task.train_size == 50  # the run's
+    assert plan.cfg.task.params == {"max_digits": 2} and plan.cfg.task.tools == []
+    assert plan.cfg.price.tools == {"calculator": 0.5} and plan.cfg.price.prompt_per_million == 1.0  # the run's
+    assert plan.cfg.model.dtype == "float32" and plan.cfg.runs_dir == str(run_dir.parent)
     assert _nothing_written(run_dir)
 
 
