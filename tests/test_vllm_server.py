@@ -106,15 +106,18 @@ def _train(overrides, tmp_path):
 def test_vllm_serve_dry_run_is_the_run_s_server_or_a_one_line_error(tmp_path):
     """`rl vllm-serve --dry-run` prints the server of the run's overrides: its model folder in model.dtype at the
     run's port, TRL's settings, and on CPU the weight-file extension and eager mode. Without vllm: one line."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
     overrides = [*TINY_SERVER, "+algo.vllm_server_port=8123", f"runs_dir={tmp_path / 'runs'}"]
-    res = subprocess.run([sys.executable, "-m", "cli.main", "vllm-serve", "--dry-run", *overrides, "--",
-                          "--max-num-seqs", "7"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res = CliRunner().invoke(app, ["vllm-serve", "--dry-run", *overrides, "--", "--max-num-seqs", "7"])
     if not HAS_VLLM:
-        assert res.returncode == 2 and "algo.use_vllm=true: vllm is not installed" in res.stderr, res.stderr
+        assert res.exit_code == 2 and "algo.use_vllm=true: vllm is not installed" in res.output, res.output
         return
-    assert res.returncode == 0, res.stderr[-3000:]
-    line = res.stdout.strip().splitlines()[-1]
-    assert " serve " in line and "/tiny/" in line and "--port 8123" in line and "--dtype float32" in line, line
+    assert res.exit_code == 0, res.output[-3000:]
+    (line,) = [x for x in res.output.splitlines() if " serve " in x]
+    assert "/tiny/" in line and "--port 8123" in line and "--dtype float32" in line, line
     assert "--logprobs-mode processed_logprobs" in line and "--max-num-seqs 7" in line, line
     from workbench.evaluation import vllm_backend
     from workbench.vllm_server import EXTENSION
@@ -122,6 +125,15 @@ def test_vllm_serve_dry_run_is_the_run_s_server_or_a_one_line_error(tmp_path):
     if vllm_backend.on_cpu():
         assert f"--worker-extension-cls {EXTENSION}" in line and "--enforce-eager" in line, line
         assert "VLLM_CPU_KVCACHE_SPACE=" in line and "VLLM_SERVER_DEV_MODE=1" in line, line
+
+
+def test_vllm_serve_help_imports_no_torch():
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom cli.main import app\n"
+            "res = CliRunner().invoke(app, ['vllm-serve', '--help'])\nassert res.exit_code == 0, res.output\n"
+            "assert 'algo.vllm_mode=server' in res.output\n"
+            "print(sorted(m for m in ('torch', 'trl', 'vllm') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
 
 
 # ----------------------------------------------------------------------------------------------- training
