@@ -460,7 +460,7 @@ def test_report_curves_have_y_labels_and_are_svg(study, monkeypatch):
     """Every curve panel names its quantity on the y-axis; figures are SVG (sharp at any zoom)."""
     import base64
 
-    from workbench import report
+    from workbench.report import figures as report
 
     root, _ = study
     comp = cmp.compare([root], metrics=["eval/accuracy"])

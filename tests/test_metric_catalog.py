@@ -59,8 +59,9 @@ def test_every_catalog_metric_is_documented_once():
     ("eval/tools/calls_per_problem", None, ".3f", "calls"),
     ("eval/modes/agentic", None, ".3f", "agentic"),
     ("train/rewards/correctness/mean", "higher", ".3f", "mean"),
-    ("shaping/length_kimi/mean", None, ".3f", "mean"),
-    ("shaping/entropy_adv/clip_frac", None, ".3f", "clip_frac"),
+    ("shaping/length_kimi/mean", None, ".3g", "mean"),
+    ("shaping/entropy_adv/clip_frac", None, ".3g", "clip_frac"),
+    ("eval/shaping/cost_tokens/mean", None, ".3g", "mean"),
     ("train/completions/mean_length", None, ".3f", "mean_length"),
     ("perf/num_tokens", None, ".0f", "num_tokens"),
 ])

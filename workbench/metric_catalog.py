@@ -39,6 +39,7 @@ FRACTION, SHARE, TOKENS, NATS, DOLLARS, SECONDS, COUNT, PER_SECOND = (
 # three significant digits (a rollout costs ~1e-5 $), everything else to three decimals.
 UNIT_SPEC = {TOKENS: ".1f", DOLLARS: ".3e", PER_SECOND: ".1f", COUNT: ".3f"}
 DEFAULT_SPEC = ".3f"
+SCALE_FREE = ".3g"  # a term's weighted contribution or diagnostic: any scale (a cost term's is ~1e-5 $ x its weight)
 
 #: Namespaces a logged key keeps as is (`canonical_metrics`); any other TRL/Trainer key goes under `train/`.
 NAMESPACES = ("train/", "eval/", "length/", "entropy/", "cost/", "shaping/", "perf/", "tools/", "modes/", "turns/")
@@ -111,8 +112,10 @@ _TABLE = [
     _row("train/frac_reward_zero_std", "fraction of groups whose rewards are all equal (no GRPO signal)", None, SHARE),
     _row("train/<name>", "any other TRL/Trainer log key, under its TRL name (e.g. `train/completions/mean_length`, "
          "`train/clip_ratio/region_mean`)"),
-    _row("shaping/<term>/mean", "a reward term's weighted contribution to the reward"),
-    _row("shaping/<term>/<key>", "extra per-term diagnostics (e.g. selected-token fraction of a regularizer)"),
+    _row("shaping/<term>/mean", "a reward term's weighted contribution to the reward",
+         **{"shaping/<term>/mean": dict(spec=SCALE_FREE)}),
+    _row("shaping/<term>/<key>", "extra per-term diagnostics (e.g. selected-token fraction of a regularizer)",
+         **{"shaping/<term>/<key>": dict(spec=SCALE_FREE)}),
     _row("length/mean", "mean completion length in tokens", LOWER, TOKENS,
          **{"length/mean": dict(label="len", axis="tokens per completion")}),
     _row("length/clip_ratio", "fraction of completions that hit `max_completion_length` without EOS", LOWER, SHARE),
@@ -153,6 +156,8 @@ _TABLE = [
          COUNT, **{"eval/tools/calls_per_problem": dict(label="calls")}),
     _row("eval/tools/dollars_mean", "with tools: $ on tools per sample", LOWER, DOLLARS),
     _row("eval/modes/<mode>", "share of samples in each mode (tasks with modes)", None, SHARE),
+    _row("eval/shaping/<term>/mean", "the run's reward term on the held-out samples, weighted as in training (rl eval "
+         "of a run; each problem's samples form one group)", **{"eval/shaping/<term>/mean": dict(spec=SCALE_FREE)}),
     _row("eval/by/<difficulty>/...", "accuracy, cost, cost of pass, calls and mode shares per difficulty (examples "
          "with a `difficulty`, e.g. easy / hard)", AS_METRIC),
     _row("<metric>_start", "the held-out evaluation before training (summary.json: `eval/accuracy_start`, "

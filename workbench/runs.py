@@ -30,6 +30,7 @@ from workbench.config import ConfigError, TrainConfig, to_train_config
 STATUS_RUNNING, STATUS_COMPLETED, STATUS_FAILED = "running", "completed", "failed"
 STATUS_INTERRUPTED = "interrupted"  # stopped by a signal (SIGINT, SIGTERM, SIGHUP); meta.json says which
 STATUS_DEAD = "dead"  # never written: meta.json says running, but no process holds the run any more (SIGKILL, crash)
+STATUS_INCOMPLETE = "incomplete"  # never written: meta.json says completed, but summary.json is missing or torn
 LOCK_FILE = ".lock"
 HEARTBEAT_SECONDS = 30.0  # how often a training refreshes meta.json's heartbeat
 STALE_SECONDS = 120.0  # a heartbeat older than this, with no lock to ask, means the process is gone
@@ -208,6 +209,56 @@ class RunDir:
             raise ConfigError(f"not a run directory (no config.yaml): {p}")
         return cls(p)
 
+    def is_run_dir(self) -> bool:
+        """Whether the folder is a run directory: it holds config.yaml and meta.json (written before training)."""
+        return self.path.is_dir() and self.config_file.is_file() and self.meta_file.is_file()
+
+    # reading results (rl compare, the report); readers of a live run tolerate a torn or missing file
+    def read_config(self) -> dict[str, Any]:
+        """config.yaml as a plain dict ({} for an empty or non-mapping file); OSError / yaml.YAMLError when it
+        cannot be read. `load_run_config` validates it into a TrainConfig instead."""
+        import yaml
+
+        config = yaml.safe_load(self.config_file.read_text()) or {}
+        return config if isinstance(config, dict) else {}
+
+    def read_summary(self) -> dict[str, Any] | None:
+        """summary.json, or None when it is missing or torn (not a JSON object)."""
+        try:
+            summary = read_json(self.summary_file)
+        except (OSError, ValueError):
+            return None
+        return summary if isinstance(summary, dict) else None
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.metrics_file)
+
+    def read_samples(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.samples_file)
+
+    def final_eval(self) -> EvalResult | None:
+        """The `rl eval` results of the run's final model: eval/final if present, else the evaluated checkpoint with
+        the largest step (then the newest file); None without any readable eval/<checkpoint>/metrics.json."""
+        if not self.eval_dir.is_dir():
+            return None
+        found = []
+        for d in sorted(self.eval_dir.iterdir()):
+            f = d / "metrics.json"
+            if not (d.is_dir() and f.is_file()):
+                continue
+            try:
+                data = read_json(f)
+            except (OSError, ValueError):
+                continue
+            if not isinstance(data, dict):
+                continue
+            metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else data
+            ckpt = str(data.get("checkpoint") or d.name)
+            step = data.get("step")
+            step = step if isinstance(step, (int, float)) and not isinstance(step, bool) else -1
+            found.append(((ckpt == "final" or d.name == "final", step, f.stat().st_mtime), EvalResult(ckpt, d, dict(metrics))))
+        return max(found, key=lambda t: t[0])[1] if found else None
+
     # meta
     def write_meta(self, **fields: Any) -> dict[str, Any]:
         with _META_LOCK:
@@ -251,14 +302,22 @@ class RunDir:
 
     @property
     def status(self) -> str:
-        """meta.json's status, except that a `running` run whose process is gone reads `dead`."""
-        meta = self.read_meta()
-        if self.summary_file.exists() and meta.get("status") == STATUS_COMPLETED:
-            return STATUS_COMPLETED
-        if meta.get("status") == STATUS_RUNNING:
-            alive, _ = self.liveness(meta)
-            return STATUS_RUNNING if alive is not False else STATUS_DEAD
-        return meta.get("status", "unknown")
+        """meta.json's status, except that a `running` run whose process is gone reads `dead` and a `completed` run
+        without a readable summary.json (written last) reads `incomplete` (`state`)."""
+        return self.state()[0]
+
+    def state(self, meta: dict[str, Any] | None = None) -> tuple[str, str | None]:
+        """(status, why): meta.json's status and error, except `dead` (with the liveness reason) for a running run
+        whose process is gone and `incomplete` for a completed one whose summary.json is missing, torn or empty."""
+        meta = self.read_meta() if meta is None else meta
+        status, error = str(meta.get("status") or "unknown"), meta.get("error")
+        if status == STATUS_COMPLETED and not self.read_summary():
+            return STATUS_INCOMPLETE, error
+        if status == STATUS_RUNNING:  # or is it? a SIGKILLed run never got to say otherwise
+            alive, why = self.liveness(meta)
+            if alive is False:
+                return STATUS_DEAD, why
+        return status, error
 
     # one writer: the lock and the liveness of a run
     @property
@@ -378,6 +437,15 @@ class RunDir:
             if f.exists():
                 rows = [r for r in read_jsonl(f) if keep(r.get("step", 0))]
                 atomic_write_text(f, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+@dataclass
+class EvalResult:
+    """One evaluation of a run's model (RUN_DIR/eval/<checkpoint>/metrics.json, written by rl eval)."""
+
+    checkpoint: str
+    path: Path  # the eval/<checkpoint>/ folder (metrics.json, samples.jsonl)
+    metrics: dict[str, Any]
 
 
 def load_run_config(run: RunDir) -> TrainConfig:

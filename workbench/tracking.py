@@ -154,7 +154,7 @@ def survive_service_loss() -> None:
 
 def run_group(config: dict[str, Any]) -> str:
     """The W&B group of a run from its resolved config (config.yaml): logger.group, else the config-minus-seed id."""
-    from workbench.compare import config_group_id
+    from workbench.grouping import config_group_id
 
     group = (config.get("logger") or {}).get("group")
     return str(group) if group else config_group_id(config)
@@ -168,7 +168,7 @@ def run_name(run: RunDir, config: dict[str, Any]) -> str:
 def wandb_config(run: RunDir, config: dict[str, Any]) -> dict[str, Any]:
     """What the workbench adds to a W&B run's config: every resolved key, flattened (`reward.length_kimi.weight`),
     the overrides as given (overrides.txt) and the run directory."""
-    from workbench.compare import flatten
+    from workbench.grouping import flatten
 
     overrides_file = run.path / "overrides.txt"
     overrides = overrides_file.read_text().splitlines() if overrides_file.exists() else []
@@ -185,7 +185,7 @@ def read_config(run: RunDir) -> dict[str, Any]:
 def log_eval(run: RunDir, results: list[dict[str, Any]], eval_settings: dict[str, Any] | None = None) -> Path | None:
     """Log `rl eval` results of a run directory to a linked W&B run (see the module docstring); returns its folder,
     or None when the run logs to no W&B (logger none, mode disabled, or no W&B run id in meta.json)."""
-    from workbench.compare import flatten
+    from workbench.grouping import flatten
     from workbench.runs import load_run_config
 
     cfg = load_run_config(run)

@@ -1,0 +1,185 @@
+"""A comparison: the groups, the metrics, the filled cells, and the words around them (row texts, the change against
+the baseline, the footer with the rules) that the renderers (`workbench.compare.render`, `workbench.report`) share."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench import metric_catalog
+from workbench.compare import render
+from workbench.compare.cells import (
+    ALPHA, MARK_NOT_SIGNIFICANT, MARK_UNTESTABLE, TESTS, Cell, cell_for, describe_test, mark_cells)
+from workbench.compare.display import number_spec
+from workbench.compare.errors import CompareError
+from workbench.compare.groups import Group, find_baseline, group_runs
+from workbench.compare.paths import Missing, load_runs
+from workbench.compare.run import TAIL_ROWS, Run
+
+LEARNING_CURVE_METRICS = ("train/reward", "train/accuracy", "length/mean", "entropy/mean", "cost/mean")
+
+
+def default_metrics(available: set[str]) -> list[str]:
+    """eval/pass@1 (else eval/accuracy), eval/length/mean (else length/mean), cost/mean, entropy/mean — those present."""
+    wanted = [
+        ("eval/pass@1", "eval/accuracy", "train/accuracy"),
+        ("eval/length/mean", "length/mean"),
+        ("cost/mean",),
+        ("entropy/mean",),
+    ]
+    out = []
+    for options in wanted:
+        hit = next((m for m in options if m in available), None)
+        if hit:
+            out.append(hit)
+    return out
+
+
+@dataclass
+class Comparison:
+    groups: list[Group]
+    excluded: list[Run | Missing]
+    metrics: list[str]
+    baseline: int
+    cells: dict[tuple[int, str], Cell]
+    columns: list[str]
+    test: str
+    alpha: float
+    group_by: list[str] | None
+    available: list[str]
+    inputs: list[str]
+
+    @property
+    def runs(self) -> list[Run]:
+        return [r for g in self.groups for r in g.runs]
+
+    def cell(self, gi: int, metric: str) -> Cell:
+        """A cell for any metric (cached; metrics outside the table get no significance marker)."""
+        key = (gi, metric)
+        if key not in self.cells:
+            self.cells[key] = cell_for(self.groups[gi], metric)
+        return self.cells[key]
+
+    def test_name(self) -> str:
+        return describe_test(self.test)
+
+    def footer(self) -> list[str]:
+        base = self.groups[self.baseline]
+        one_seed = any(c.over == "problems" for (_, m), c in self.cells.items() if m in self.metrics)
+        lines = [
+            f"Cells: mean over seeds ± half-width of the 95% Student-t interval"
+            + ("; one seed: [low, high] = that run's own 95% interval over evaluation problems (rl eval), "
+               "not over seeds. " if one_seed else " (one seed: mean only). ")
+            + f"Baseline: {base.title}.",
+            f"{MARK_NOT_SIGNIFICANT} = difference to the baseline not significant ({self.test_name()}, two-sided "
+            f"p ≥ {self.alpha:g}, per-seed values); {MARK_UNTESTABLE} = not testable (fewer than 2 seeds on one side); "
+            f"no mark = significant.",
+            "Best per column in bold: higher accuracy/pass@k/maj@k/reward, lower length/cost; entropy is not ranked.",
+            "Per-run value: eval results of the final checkpoint (eval/... keys), else summary.json, else metrics.jsonl "
+            f"(last value for eval/..., mean of the last {TAIL_ROWS} rows otherwise).",
+        ]
+        srcs: dict[str, int] = {}
+        for (gi, m), c in self.cells.items():
+            if m in self.metrics:
+                for s in c.sources:
+                    srcs[s.split(" (")[0] if s.startswith("metrics") else s] = srcs.get(s, 0) + 1
+        if srcs:
+            lines.append("Values read from: " + ", ".join(f"{k} ({v})" for k, v in sorted(srcs.items())) + ".")
+        return lines
+
+    def header(self) -> list[str]:
+        return ["#", "runs", *self.columns, "n", *self.metrics]
+
+    def row_texts(self, gi: int, bold: tuple[str, str] = ("", "")) -> list[str]:
+        g = self.groups[gi]
+        first = f"{gi + 1}" + (" (baseline)" if gi == self.baseline else "")
+        row = [first, ", ".join(g.names), *(g.values[c] for c in self.columns), str(len(g.runs))]
+        for m in self.metrics:
+            c = self.cells[(gi, m)]
+            t = c.text()
+            if c.best:
+                t = f"{bold[0]}{t}{bold[1]}"
+            if c.marker:
+                t += f" {c.marker}"
+            row.append(t)
+        return row
+
+    def delta_text(self, gi: int, metric: str) -> str:
+        """A group's change against the baseline: 'Δ -2.4 pt, p=0.41' for a rate (accuracy, pass@k, maj@k: points of
+        100), 'Δ -26.4 (-60%), p=0.001' otherwise (the difference at the values' precision and in % of the
+        baseline's mean); the p-value of the significance test on per-seed values is left out when untestable.
+        '' for the baseline or a missing mean."""
+        if gi == self.baseline or (gi, metric) not in self.cells:
+            return ""
+        c, b = self.cells[(gi, metric)], self.cell(self.baseline, metric)
+        if not (math.isfinite(c.mean) and math.isfinite(b.mean)):
+            return ""
+        d = c.mean - b.mean
+        if metric_catalog.is_fraction(metric):
+            text = f"Δ {100 * d:+.1f} pt"
+        else:
+            text = f"Δ {format(d, '+' + number_spec(max(abs(c.mean), abs(b.mean))))}"
+            if b.mean != 0:
+                text += f" ({100 * d / abs(b.mean):+.0f}%)"
+        if math.isfinite(c.p):
+            text += f", p={c.p:.2g}"
+        return text
+
+    # the text renderers (workbench.compare.render); the HTML one is workbench.report
+    def to_markdown(self) -> str:
+        return render.markdown(self)
+
+    def to_csv(self) -> str:
+        return render.csv_text(self)
+
+    def rich_tables(self) -> list[Any]:
+        return render.rich_tables(self)
+
+
+def compare(
+    paths: Sequence[str | Path],
+    metrics: Sequence[str] | None = None,
+    group_by: Sequence[str] | None = None,
+    baseline: str | None = None,
+    test: str = "welch",
+    alpha: float = ALPHA,
+) -> Comparison:
+    """Load, group, and fill the table cells with means, intervals, best flags and significance markers."""
+    if test not in TESTS:
+        raise CompareError(f"unknown --test {test!r}; choose {', '.join(TESTS)}")
+    runs, excluded = load_runs(paths)
+    if not runs:
+        desc = ", ".join(f"{e.path} ({e.status})" for e in excluded[:5])
+        raise CompareError(f"no completed runs to compare among {len(excluded)} run(s): {desc}")
+    available: set[str] = set()
+    for r in runs:
+        available |= r.metric_names()
+    if metrics:
+        metrics = list(dict.fromkeys(metrics))
+        unknown = [m for m in metrics if m not in available]
+        if unknown:
+            raise CompareError(f"no run has metric {', '.join(unknown)}; available: {', '.join(sorted(available))}")
+    else:
+        metrics = default_metrics(available)
+        if not metrics:
+            raise CompareError(f"none of the default metrics found; available: {', '.join(sorted(available))}; "
+                               "pick with --metric")
+    groups = group_runs(runs, list(group_by) if group_by else None)
+    base = find_baseline(groups, baseline)
+    cells: dict[tuple[int, str], Cell] = {}
+    for g in groups:
+        for m in metrics:
+            cells[(g.index, m)] = cell_for(g, m)
+    for m in metrics:
+        mark_cells(cells, groups, m, base, test, alpha)
+    columns = list(groups[0].values) if groups else []
+    return Comparison(groups, excluded, list(metrics), base, cells, columns, test, alpha,
+                      list(group_by) if group_by else None, sorted(available), [str(p) for p in paths])
+
+
+def first_present(comp: Comparison, options: Iterable[str]) -> str | None:
+    avail = set(comp.available)
+    return next((m for m in options if m in avail), None)
