@@ -56,3 +56,42 @@ def test_truncate_metrics_and_last_checkpoint(tmp_path):
     assert run.last_checkpoint().name == "checkpoint-4"
     run.truncate_metrics(4)
     assert [r["step"] for r in read_jsonl(run.metrics_file)] == [1, 2, 3, 4]
+
+
+def test_completed_without_a_readable_summary_is_incomplete(tmp_path):
+    """summary.json is written last: meta.json's `completed` alone (a kill between the two writes, a torn file) is not
+    a completed run, for `status` and for every reader of results (rl compare)."""
+    run = RunDir.create(tmp_path, "exp", "x")
+    run.write_meta(status="completed", error=None)
+    assert run.status == "incomplete" and run.read_summary() is None
+    run.summary_file.write_text('{"steps": 3')  # torn
+    assert run.state() == ("incomplete", None) and run.read_summary() is None
+    atomic_write_json(run.summary_file, {"steps": 3})
+    assert run.status == "completed" and run.read_summary() == {"steps": 3}
+
+
+def test_final_eval_prefers_final_then_the_largest_step(tmp_path):
+    run = RunDir.create(tmp_path, "exp", "x")
+    assert run.final_eval() is None
+    for name, step, wrapped in (("checkpoint-5", 5, True), ("checkpoint-10", 10, False), ("broken", None, True)):
+        (run.eval_dir / name).mkdir(parents=True)
+        metrics = {"eval/accuracy": step or 0}
+        doc = {"metrics": metrics, "checkpoint": name, "step": step} if wrapped else {**metrics, "step": step}
+        (run.eval_dir / name / "metrics.json").write_text(json.dumps(doc))
+    (run.eval_dir / "torn").mkdir()
+    (run.eval_dir / "torn" / "metrics.json").write_text("{")
+    got = run.final_eval()
+    assert (got.checkpoint, got.path.name, got.metrics["eval/accuracy"]) == ("checkpoint-10", "checkpoint-10", 10)
+    (run.eval_dir / "final").mkdir()
+    (run.eval_dir / "final" / "metrics.json").write_text(json.dumps({"metrics": {"eval/accuracy": 0.5}, "step": 1}))
+    got = run.final_eval()
+    assert (got.checkpoint, got.metrics) == ("final", {"eval/accuracy": 0.5})
+
+
+def test_is_run_dir_needs_config_and_meta(tmp_path):
+    run = RunDir.create(tmp_path, "exp", "x")
+    assert not run.is_run_dir()
+    run.config_file.write_text("seed: 1\n")
+    assert not run.is_run_dir() and run.read_config() == {"seed": 1}
+    run.write_meta(status="running")
+    assert run.is_run_dir()
