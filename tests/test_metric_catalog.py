@@ -120,4 +120,3 @@ def test_rl_eval_metrics_are_all_in_the_catalog():
     assert len(out) > 30
     missing = [k for k in out if mc.find(k) is None]
     assert not missing, missing
-
