@@ -442,3 +442,41 @@ def test_record_exit_marks_failed_or_interrupted(tmp_path):
     assert not run.path.joinpath("error.txt").exists()
     sigterm = RunInterrupted(signal.SIGTERM, step=2)
     assert record_exit(sigterm, run, True, 2, time.time()) is sigterm
+
+
+def test_open_run_creates_then_reopens(tmp_path):
+    """A new run directory: config, overrides, meta (W&B run id only with the wandb backend, the first segment) and
+    a held lock; reopened for a resume: metrics after the last checkpoint dropped, a second segment from its step,
+    the same W&B run id, summary.json gone."""
+    import types
+
+    from workbench.compose import compose
+    from workbench.run_lifecycle import lock_for_resume, open_run
+
+    state = types.SimpleNamespace(is_main_process=True, num_processes=1)
+    cfg = to_train_config(compose("train", ["model=tiny", f"runs_dir={tmp_path}", "logger=wandb"]))
+    run, run_id, lock = open_run(cfg, ["seed=0"], ["rl", "train"], state, threads={"threads": 1}, model={"x": 1})
+    try:
+        meta = run.read_meta()
+        assert run.path.joinpath("overrides.txt").read_text() == "seed=0\n" and run.config_file.exists()
+        assert meta["wandb_run_id"] == run_id and meta["threads"] == {"threads": 1} and meta["num_processes"] == 1
+        assert [s["from_step"] for s in meta["segments"]] == [0] and run.lock_state()
+    finally:
+        lock.release()
+    (run.checkpoints_dir / "checkpoint-2").mkdir(parents=True)
+    (run.checkpoints_dir / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2}')
+    run.metrics_file.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3)))
+    run.summary_file.write_text("{}")
+    resumed, lock = lock_for_resume(run.path, ["rl", "train", "--resume"])
+    again, again_id, held = open_run(cfg, [], ["rl", "train", "--resume"], state, resumed=resumed, lock=lock)
+    try:
+        assert again.path == run.path and again_id == run_id and held is lock
+        meta = again.read_meta()
+        assert [s["from_step"] for s in meta["segments"]] == [0, 2] and meta["status"] == "running"
+        assert [r["step"] for r in read_jsonl(run.metrics_file)] == [1, 2] and not run.summary_file.exists()
+    finally:
+        lock.release()
+    none = to_train_config(compose("train", ["model=tiny", f"runs_dir={tmp_path}", "logger=none"]))
+    other, _, lock = open_run(none, [], ["rl", "train"], state)
+    lock.release()
+    assert other.read_meta()["wandb_run_id"] is None

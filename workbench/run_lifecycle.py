@@ -13,7 +13,7 @@ resumed one is reopened, the segments in meta.json, and how a run that did not c
 - **The end.** `record_exit` marks a run that raised: `interrupted` (a signal or Ctrl-C: the step and the last
   checkpoint, to resume from) or `failed` (error.txt holds the traceback).
 
-Import-light: no torch, no transformers.
+Import-light: no torch, no transformers (accelerate loads inside `open_run`, with several processes).
 """
 
 from __future__ import annotations
@@ -47,6 +47,39 @@ def lock_for_resume(path: str | Path, argv: list[str]):
     if not os.access(run.path, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot resume {run.path}: the directory is not writable")
     return run, run.acquire(command=" ".join(argv))  # a live process holding it: RunInUse (a ConfigError)
+
+
+def open_run(cfg: TrainConfig, overrides: list[str], argv: list[str], state: Any, resumed: RunDir | None = None,
+             lock: Any = None, **meta: Any):
+    """The run directory a training writes into, on every rank: rank 0 (`state`: accelerate's PartialState) creates
+    it (`create`, with `meta` for meta.json) or reopens `resumed` (`reopen`; its `lock` taken already), starts the
+    heartbeat, and the path and W&B run id are broadcast to the other ranks. Returns (run, W&B run id, the lock
+    rank 0 holds, else None)."""
+    from workbench.tracking import new_run_id
+
+    segment = new_segment(argv)
+    shared: list[Any] = [None, None]
+    taken = None
+    if state.is_main_process and resumed is not None:
+        previous = reopen(resumed, segment)
+        shared = [str(resumed.path), previous.get("wandb_run_id") or new_run_id()]
+    elif state.is_main_process:
+        run_id = new_run_id()
+        run, taken = create(cfg, overrides, argv, segment, run_id if cfg.logger.backend == "wandb" else None, **meta,
+                            num_processes=state.num_processes)
+        lock, shared = taken, [str(run.path), run_id]
+    try:
+        if lock is not None:
+            lock.start_heartbeat()
+        if state.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(shared)
+    except BaseException:
+        if taken is not None:  # the caller never gets it
+            taken.release()
+        raise
+    return RunDir(Path(shared[0])), shared[1], lock
 
 
 def create(cfg: TrainConfig, overrides: list[str], argv: list[str], segment: dict[str, Any], run_id: str | None,

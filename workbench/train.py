@@ -121,7 +121,6 @@ def _train(cfg: TrainConfig, overrides: list[str], argv: list[str] | None, resum
 
     import torch
     from accelerate import PartialState
-    from accelerate.utils import broadcast_object_list
     from rich.console import Console
 
     console = Console(stderr=False)
@@ -144,23 +143,9 @@ def _train(cfg: TrainConfig, overrides: list[str], argv: list[str] | None, resum
             prepared.model.to(state.device)
 
         # ---- run directory (new, or the one being resumed): made by rank 0, its path broadcast to the others
-        segment = run_lifecycle.new_segment(argv)
-        shared: list[Any] = [None, None]
-        if main and run is not None:
-            previous = run_lifecycle.reopen(run, segment)
-            shared = [str(run.path), previous.get("wandb_run_id") or tracking.new_run_id()]
-        elif main:
-            run_id = tracking.new_run_id()
-            run, lock = run_lifecycle.create(cfg, overrides, argv, segment,
-                                             run_id if cfg.logger.backend == "wandb" else None,
-                                             threads={"threads": threads, "why": threads_why}, model=prepared.info,
-                                             num_processes=state.num_processes)
-            shared = [str(run.path), run_id]
-        if lock is not None:
-            lock.start_heartbeat()
-        if state.num_processes > 1:
-            broadcast_object_list(shared)
-        run, run_id = RunDir(Path(shared[0])), shared[1]
+        run, run_id, lock = run_lifecycle.open_run(cfg, overrides, argv, state, resumed=run, lock=lock,
+                                                   threads={"threads": threads, "why": threads_why},
+                                                   model=prepared.info)
         from workbench.launch import note_run_dir
 
         note_run_dir(run.path)  # (rank 0 of a supervised launch) so a sweep job learns where its run lives
