@@ -80,10 +80,43 @@ class LossBatch:
 
     def top_p_entropy(self, p: float, k: int = 10000, who: str = "top_p_entropy") -> torch.Tensor:
         """(B, T), with grad: entropy of each position's renormalised top-p nucleus of the top-k logits
-        (`workbench.shaping.regularizer_entropy.top_p_entropy`), cached per (p, k) for the terms sharing this batch."""
-        from workbench.shaping.regularizer_entropy import top_p_entropy
-
+        (`top_p_entropy`), cached per (p, k) for the terms sharing this batch."""
         key = ("top_p_entropy", float(p), int(k))
         if key not in self._cache:
             self._cache[key] = top_p_entropy(self.require("logits", who), p=p, k=k)
         return self._cache[key]
+
+
+def top_p_entropy(logits: torch.Tensor, p: float = 0.8, k: int = 10000, chunk_size: int = 1024) -> torch.Tensor:
+    """Entropy of the renormalised top-p nucleus of each position's distribution, (...,) from logits (..., V).
+
+    Per position: probabilities over the full vocabulary, the ``k`` largest, and the nucleus = the smallest prefix
+    (by descending probability) whose mass reaches ``p`` (the token that crosses p is included, so the nucleus is
+    never empty). The nucleus is renormalised and its entropy returned; differentiable through the kept
+    probabilities (the nucleus choice itself is not). Rows are processed ``chunk_size`` at a time because the
+    sorted top-k is (rows, k) floats.
+
+    >>> probs = torch.tensor([[0.6, 0.3, 0.1]])
+    >>> round(float(top_p_entropy(probs.log(), p=0.8)), 4)  # nucleus {0.6, 0.3} -> (2/3, 1/3)
+    0.6365
+    >>> round(float(top_p_entropy(probs.log(), p=1.0)), 4)  # whole distribution
+    0.8979
+    """
+    shape = logits.shape[:-1]
+    flat = logits.reshape(-1, logits.shape[-1])
+    k = min(int(k), flat.shape[-1])
+    out = []
+    for start in range(0, flat.shape[0], chunk_size):
+        logp = torch.log_softmax(flat[start : start + chunk_size].float(), dim=-1)
+        top_logp = torch.topk(logp, k, dim=-1).values  # sorted, descending
+        top_p_ = top_logp.exp()
+        mass_before = torch.cumsum(top_p_, dim=-1) - top_p_
+        keep = (mass_before < p).detach()
+        keep[:, 0] = True  # the most likely token is always in the nucleus (p = 0 gives entropy 0, not NaN)
+        kept = top_p_ * keep
+        z = kept.sum(dim=-1, keepdim=True)
+        q_log = torch.where(keep, top_logp - z.log(), torch.zeros_like(top_logp))
+        out.append(-(kept / z * q_log).sum(dim=-1))
+    if not out:
+        return flat.new_zeros(shape)
+    return torch.cat(out).reshape(shape)
