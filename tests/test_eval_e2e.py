@@ -36,7 +36,7 @@ def _rl_eval(*args):
 
 def test_eval_of_a_trained_run(trained_run):
     from workbench.tasks import build_task
-    from workbench.train import load_run_config
+    from workbench.runs import load_run_config
 
     run = trained_run
     res = _rl_eval(str(run.path), "--checkpoint", "all", "eval.n=4", "eval.n_boot=200", "-q")

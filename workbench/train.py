@@ -20,7 +20,7 @@ from typing import Any
 from workbench import run_lifecycle, tracking
 from workbench.config import TrainConfig
 from workbench.progress import quiet_imports
-from workbench.runs import RunDir, load_run_config  # noqa: F401 - load_run_config: tests import it from here
+from workbench.runs import RunDir
 
 
 def _to_dataset(examples: list[dict[str, Any]], use_chat_template: bool):
@@ -254,16 +254,12 @@ def _run_training(cfg: TrainConfig, run: RunDir, run_id: str, resume, progress: 
 
 
 def build_trainer(cfg: TrainConfig, checked, model, tokenizer, run: RunDir, callbacks: list[Any]):
-    """The algorithm's trainer (`workbench.algorithms`) with the run's shaping terms. Each reward term reaches TRL as
-    a named placeholder reward function (`TermReward`: TRL needs named reward functions at construction; the values
-    come from the trainer's `_calculate_rewards`) and its weight as TRL's `reward_weights`; `setup_shaping` hands
-    the trainer the terms themselves."""
+    """The algorithm's trainer (`workbench.algorithms`) with the run's shaping terms. The terms, with their weights,
+    reach the trainer by one road, `setup_shaping` (`workbench.shaping.pipeline`); TRL itself sees one reward
+    column, the pipeline's weighted sum (`workbench.trainers`)."""
     from workbench.algorithms import trainer_class
-    from workbench.trainers import TermReward
 
-    reward_terms = checked.reward_terms
     args = checked.args
-    args.reward_weights = [t.weight for t in reward_terms]  # in place, as output_dir (see _run_training)
     extra: dict[str, Any] = {}
     if cfg.task.tools:  # TRL runs the tool loop; the environments (workbench.tools) run, price and log each call
         from workbench.tools import environment_factory
@@ -272,7 +268,6 @@ def build_trainer(cfg: TrainConfig, checked, model, tokenizer, run: RunDir, call
         extra["environment_factory"] = environment_factory(cfg.task.tools, cfg.price.tools, cfg.task.tool_timeout)
     trainer = trainer_class(cfg.algo.name)(
         model=model,
-        reward_funcs=[TermReward(t.name) for t in reward_terms],
         args=args,
         train_dataset=_to_dataset(checked.train_examples, cfg.model.use_chat_template),
         processing_class=tokenizer,
@@ -281,7 +276,7 @@ def build_trainer(cfg: TrainConfig, checked, model, tokenizer, run: RunDir, call
     )
     trainer.setup_shaping(
         task=checked.task,
-        reward_terms=reward_terms,
+        reward_terms=checked.reward_terms,
         advantage_terms=checked.advantage_terms,
         regularizers=checked.regularizers,
         run=run,

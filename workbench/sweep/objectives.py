@@ -11,7 +11,7 @@ from typing import Any
 
 from workbench.config import ConfigError
 
-# summary.json keys an objective may name (workbench.train._summary).
+# summary.json keys an objective may name (workbench.summary.summarize).
 SUMMARY_METRICS = (
     "eval/accuracy", "eval/accuracy_start", "eval/length/mean", "eval/length/mean_start", "train/reward",
     "train/accuracy", "length/mean", "entropy/mean", "cost/mean", "perf/step_time", "steps", "train_seconds",
