@@ -137,7 +137,7 @@ class DRPO(Regularizer):
 
     * ``width`` is the W of L_i / W. The reference divides by the padded width of veRL's response tensor, which
       veRL pads to the budget; TRL pads to the longest completion of the batch, so W must be the run's
-      ``algo.max_completion_length``: set ``regularizer.drpo.width=<it>`` (the yaml's 0 means "the loss call's
+      ``algo.max_completion_length``: set ``'regularizer.drpo.width=${algo.max_completion_length}'`` (the yaml's 0 means "the loss call's
       padded width", which drifts from batch to batch; the width used is logged as ``width``). The loss batch
       does not carry the budget yet (reported to the lead as a proposed always-present field).
     * Positives/negatives are the task's ``correct`` (exactly 1 / exactly 0), not the shaped reward: the reference
