@@ -44,7 +44,7 @@ SERVER_START_TIMEOUT = 300
 # The model of tests/test_vllm_train.py (head size 32 for the CPU attention), served and trained.
 TINY_SERVER = [
     *TINY, "model.tiny.hidden_size=64", "model.tiny.num_heads=2", "model.tiny.num_kv_heads=1",
-    "algo.use_vllm=true", "algo.vllm_mode=server", "+algo.vllm_server_host=127.0.0.1",
+    "algo.use_vllm=true", "algo.vllm_mode=server", "algo.vllm_server_host=127.0.0.1",
     "algo.learning_rate=1e-3", "logger=none", "eval.at_start=false", "eval.at_end=false",
 ]
 
@@ -70,7 +70,7 @@ def server(tmp_path_factory):
     if not HAS_VLLM:
         pytest.skip("vllm is not installed")
     port = _free_port()
-    overrides = [*TINY_SERVER, f"+algo.vllm_server_port={port}"]
+    overrides = [*TINY_SERVER, f"algo.vllm_server_port={port}"]
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log, "w") as out:
@@ -110,7 +110,7 @@ def test_vllm_serve_dry_run_is_the_run_s_server_or_a_one_line_error(tmp_path):
 
     from cli.main import app
 
-    overrides = [*TINY_SERVER, "+algo.vllm_server_port=8123", f"runs_dir={tmp_path / 'runs'}"]
+    overrides = [*TINY_SERVER, "algo.vllm_server_port=8123", f"runs_dir={tmp_path / 'runs'}"]
     res = CliRunner().invoke(app, ["vllm-serve", "--dry-run", *overrides, "--", "--max-num-seqs", "7"])
     if not HAS_VLLM:
         assert res.exit_code == 2 and "algo.use_vllm=true: vllm is not installed" in res.output, res.output

@@ -9,9 +9,9 @@ construction. So on CPU:
 * **The server** (`serve_command`, run by `rl vllm-serve`) is TRL's own command line (`trl.scripts.vllm_serve.
   build_command`, i.e. `vllm serve` with TRL's settings and vLLM's dev-mode endpoints) plus three things: the
   worker extension `WeightFileExtension` (`--worker-extension-cls`: one method on each vLLM worker), eager mode,
-  and the CPU environment of `workbench.evaluation.vllm_backend.CPU_ENV` (KV cache 1 GiB, no core pinning; the
-  one-process engine setting is left out, the server runs its engine core in its own process as vLLM does). It
-  serves the run's model folder in the run's `model.dtype` (vLLM would run float32 in bfloat16).
+  and the CPU environment defaults of `workbench.evaluation.vllm_backend.CPU_ENV` (KV cache 1 GiB, no core
+  pinning, ...; the ones `rl train` and `rl eval` run with, and the tests' server). It serves the run's model
+  folder in the run's `model.dtype` (vLLM would run float32 in bfloat16).
 * **The trainer side** (`FileSyncClient`, a subclass of TRL's `VLLMClient` that `workbench.vllm_cpu` puts in
   place while TRL builds its `VLLMGeneration`; TRL's `sync_weights` is unchanged and calls it):
   `init_communicator` asks the server, through vLLM's `/collective_rpc` endpoint, whether it has the extension
@@ -135,8 +135,7 @@ def serve_command(folder: str, dtype: str, host: str, port: int, extra: list[str
     env = dict(os.environ)
     env["VLLM_SERVER_DEV_MODE"] = "1"  # TRL's: the weight, prefix-cache and collective_rpc endpoints
     if cpu:
-        defaults = {k: v for k, v in vllm_backend.CPU_ENV.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
-        for key, value in {**vllm_backend.COMMON_ENV, **defaults}.items():
+        for key, value in {**vllm_backend.COMMON_ENV, **vllm_backend.CPU_ENV}.items():
             env.setdefault(key, value)
     root = str(Path(__file__).resolve().parent.parent)  # the workers import this module (the extension)
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
