@@ -66,6 +66,10 @@ def test_eval_of_a_trained_run(trained_run):
         assert m["eval/accuracy/ci_low"] <= m["eval/accuracy"] <= m["eval/accuracy/ci_high"]
         assert 0 <= m["eval/pass@1"] <= m["eval/pass@2"] <= m["eval/pass@4"] <= 1
         assert m["eval/entropy/mean"] > 0 and m["eval/cost/mean"] > 0
+        # the run's reward terms on the held-out samples: correctness's weighted mean is its weight x the accuracy
+        assert set(cfg.reward) <= {k.split("/")[2] for k in m if k.startswith("eval/shaping/")}
+        weight = cfg.reward["correctness"].get("weight", 1.0)
+        assert m["eval/shaping/correctness/mean"] == pytest.approx(weight * m["eval/accuracy"], abs=1e-6)
     steps = [json.loads((run.eval_dir / c / "metrics.json").read_text())["step"] for c in labels]
     assert steps == sorted(steps) and steps[-1] == json.loads(run.summary_file.read_text())["steps"]
 

@@ -71,7 +71,8 @@ def _evaluate(cfg, model, tokenizer, task, eval_examples, args, seed: int, label
     try:
         metrics, _ = evaluate_model(model, tokenizer, task, examples, e, price=cfg.price,
                                     use_chat_template=cfg.model.use_chat_template,
-                                    progress=bar.update if label is not None else None)
+                                    progress=bar.update if label is not None else None,
+                                    reward_config=cfg.reward)
     finally:
         bar.close()
     metrics.pop("perf/tokens_per_s", None)  # generation speed of the eval, not of training

@@ -114,11 +114,13 @@ def generate_rows(model: Any, tokenizer: Any, task: Any, examples: list[dict[str
 
 def evaluate_model(model: Any, tokenizer: Any, task: Any, examples: list[dict[str, Any]], e: EvalConfig,
                    price: PriceConfig | None = None, use_chat_template: bool = False,
-                   progress: Callable[[int], None] | None = None) -> tuple[dict[str, float | None], list[dict[str, Any]]]:
+                   progress: Callable[[int], None] | None = None, reward_config: dict[str, Any] | None = None,
+                   ) -> tuple[dict[str, float | None], list[dict[str, Any]]]:
     """In-memory evaluation of a loaded model, nothing written: (eval/... metrics, sample rows).
 
     For callers that already hold a model, e.g. periodic evaluation inside rl train. e.max_new_tokens must be set;
-    e.k / e.maj_k default to powers of two up to n / [n]."""
+    e.k / e.maj_k default to powers of two up to n / [n]. `reward_config` (the run's `reward` section) adds
+    eval/shaping/<term>/mean (`workbench.evaluation.shaping`)."""
     from workbench.evaluation.metrics import default_ks
 
     if e.max_new_tokens is None:
@@ -129,4 +131,8 @@ def evaluate_model(model: Any, tokenizer: Any, task: Any, examples: list[dict[st
     metrics = compute_metrics(rows, len(examples), e.n, e.k or default_ks(e.n), e.maj_k or [e.n], e.n_boot, e.seed,
                               tuple(getattr(task, "modes", ()) or ()))
     metrics["perf/tokens_per_s"] = perf["tokens_per_s"]
+    if reward_config:
+        from workbench.evaluation.shaping import reward_terms_of, shaping_metrics
+
+        metrics.update(shaping_metrics(rows, reward_terms_of(reward_config), task, e.n, e.max_new_tokens, price))
     return metrics, rows

@@ -76,6 +76,8 @@ def build_rows(samples: list[Any], examples: list[dict[str, Any]], task: Any, pr
             "entropy_think": ent_think,
             "entropy_answer": ent_answer,
             "think_tokens": boundary,
+            "ids": list(own),  # the model's own tokens, and their entropies: the rollout record of eval/shaping/*
+            "token_entropy": list(s.entropy) if s.entropy is not None else None,
         }
         if "difficulty" in ex:
             row["difficulty"] = ex["difficulty"]

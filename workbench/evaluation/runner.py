@@ -8,7 +8,8 @@ Planning checks every user input (overrides, k <= n, checkpoint names, the task,
 nothing; `execute` then evaluates each target into `<dir>/eval/<label>/`:
 
     samples.jsonl   one row per sample: problem, sample, prompt, target, completion, answer, score, correct,
-                    length, prompt_tokens, truncated, entropy, entropy_think, entropy_answer, think_tokens, cost;
+                    length, prompt_tokens, truncated, entropy, entropy_think, entropy_answer, think_tokens, cost,
+                    ids and token_entropy (the model's own tokens and their entropies);
                     with `difficulty` when the examples carry one, `mode` when the task has modes, and with tools
                     transcript, context_tokens, tool_calls, num_tool_calls, turns, tool_dollars
     metrics.json    {"metrics": {"eval/...": ...}, "eval_config": {...}, "checkpoint", "step", ...}: written
@@ -149,6 +150,12 @@ def evaluate_target(plan: EvalPlan, target: Target, force: bool = False, progres
 
     modes = tuple(getattr(plan.task, "modes", ()) or ())
     metrics = compute_metrics(rows, P, e.n, e.k, e.maj_k, e.n_boot, e.seed, modes)
+    if plan.run is not None:  # what the run's reward terms say about these samples (workbench.evaluation.shaping)
+        from workbench.evaluation.shaping import reward_terms_of, shaping_metrics
+        from workbench.runs import load_run_config
+
+        terms = reward_terms_of(load_run_config(plan.run).reward)
+        metrics.update(shaping_metrics(rows, terms, plan.task, e.n, e.max_new_tokens, cfg.price))
     doc = {
         "checkpoint": target.label,
         "step": target.step,

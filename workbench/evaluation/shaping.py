@@ -58,6 +58,13 @@ class _Context:
         self.splitter = None  # phase comes from the rows (eval_rollouts), never re-split here
 
 
+def reward_terms_of(reward_config: dict[str, Any] | None) -> list[Any]:
+    """Fresh reward terms from a run's `reward` config (`{name: options}`); none for a model without a run."""
+    from workbench.shaping.base import build_terms
+
+    return build_terms("reward", dict(reward_config or {})) if reward_config else []
+
+
 def shaping_metrics(rows: list[dict[str, Any]], reward_terms: list[Any], task: Any, group_size: int,
                     max_completion_length: int, price: PriceConfig) -> dict[str, float]:
     """`eval/shaping/<term>/mean` for every reward term of the run, on held-out rows. Empty when the rows lack the
