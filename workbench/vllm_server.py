@@ -16,7 +16,7 @@ construction. So on CPU:
   place while TRL builds its `VLLMGeneration`; TRL's `sync_weights` is unchanged and calls it):
   `init_communicator` asks the server, through vLLM's `/collective_rpc` endpoint, whether it has the extension
   (one line naming `rl vllm-serve` if not) instead of joining an NCCL group; `update_named_params` writes the
-  tensors TRL's `_iter_named_params` yields (LoRA merged, under vLLM's names) to one safetensors file and has
+  tensors TRL's `_iter_named_params` yields (LoRA merged, under vLLM's names) to one file (`torch.save`) and has
   every worker load it (`vllm_cpu.reload_weights`: vLLM's `model_runner.reload_weights`, the tied LM head
   re-tied), then deletes it. TRL then resets the server's prefix cache as usual.
 
@@ -27,14 +27,17 @@ see the same file system: the same machine, or a shared folder given in that var
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
-import requests
+import torch
 from trl.generation.vllm_client import VLLMClient
 
 #: The worker-extension class the server loads (`--worker-extension-cls`): the one place its name is written.
@@ -52,13 +55,12 @@ class WeightFileExtension:
         return "ok"
 
     def workbench_load_weight_file(self, path: str) -> str:
-        """Load the safetensors file at `path` (checkpoint-format names and shapes) into the served model."""
-        from safetensors.torch import load_file
-
+        """Load the weight file at `path` (a `torch.save`d dict of checkpoint-format names to tensors) into the
+        served model."""
         from workbench.vllm_cpu import reload_weights
 
         start = time.perf_counter()
-        weights = load_file(path)
+        weights = torch.load(path, map_location="cpu", weights_only=True)
         reload_weights(self.model_runner, iter(weights.items()))
         return f"{len(weights)} tensors in {time.perf_counter() - start:.3f} s"
 
@@ -80,14 +82,19 @@ class FileSyncClient(VLLMClient):
         body = {"method": method, "args": list(args)}
         if retries:
             return self._post(f"{self.base_url}/collective_rpc", json=body)["results"]
-        response = requests.post(f"{self.base_url}/collective_rpc", json=body, timeout=60)
-        if response.status_code != 200:
+        # once, without the session's retries (which back off for 14 s on a 500): the answer is the point
+        request = urllib.request.Request(f"{self.base_url}/collective_rpc", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read())["results"]
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode(errors="replace")
             try:
-                reason = response.json()["error"]["message"]
+                reason = json.loads(text)["error"]["message"]
             except (ValueError, KeyError, TypeError):
-                reason = response.text.strip() or f"HTTP {response.status_code}"
-            raise RuntimeError(" ".join(reason.split())[:300])
-        return response.json()["results"]
+                reason = text.strip() or f"HTTP {exc.code}"
+            raise RuntimeError(" ".join(reason.split())[:300]) from None
 
     def init_communicator(self, device: Any = 0) -> None:
         try:
@@ -103,13 +110,11 @@ class FileSyncClient(VLLMClient):
         self.last_sync: dict[str, Any] = {}
 
     def update_named_params(self, metadata: list, named_params: Iterator[tuple[str, Any]]) -> None:
-        from safetensors.torch import save_file
-
         start = time.perf_counter()
         # cloned: with LoRA, TRL's iterator unmerges the adapter (in place) after the last tensor
         tensors = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in named_params}
-        path = self.weights_dir / "weights.safetensors"
-        save_file(tensors, str(path))
+        path = self.weights_dir / "weights.pt"
+        torch.save(tensors, path)
         try:
             answers = self._rpc(LOAD_METHOD, str(path))
         finally:
