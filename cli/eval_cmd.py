@@ -92,8 +92,8 @@ def _print_one(console: Any, res: dict[str, Any]) -> None:
     perf = res.get("perf") or {}
     if perf.get("tokens_per_s") and res.get("reused") == "none":
         console.print(f"[dim]{perf['completion_tokens']} completion tokens in {perf['generate_seconds']:.1f} s "
-                      f"({perf['tokens_per_s']:.0f} tokens/s, backend {perf.get('backend')}, "
-                      f"chunks of {perf.get('batch_size')})[/dim]")
+                      f"({perf['tokens_per_s']:.0f} tokens/s, backend {perf.get('backend')}"
+                      + (f", chunks of {perf['batch_size']}" if perf.get("batch_size") else "") + ")[/dim]")
 
 
 def _print_groups(console: Any, m: dict[str, Any]) -> None:

@@ -108,7 +108,8 @@ _TABLE = [
          **{"train/accuracy": dict(label="acc", axis="accuracy (fraction correct)")}),
     _row("train/kl", "KL to the reference model (only when `algo.beta > 0`)", LOWER, NATS),
     _row(("train/loss", "train/grad_norm", "train/learning_rate"), "optimiser quantities"),
-    _row("train/rewards/<term>/mean", "TRL's per-reward-function mean (raw, unweighted)", HIGHER),
+    _row("train/rewards/<term>/mean", "a reward term's raw (unweighted) mean over the step's rollouts; "
+         "`train/rewards/total/mean` is TRL's mean of the one reward column it receives, the weighted sum", HIGHER),
     _row("train/frac_reward_zero_std", "fraction of groups whose rewards are all equal (no GRPO signal)", None, SHARE),
     _row("train/<name>", "any other TRL/Trainer log key, under its TRL name (e.g. `train/completions/mean_length`, "
          "`train/clip_ratio/region_mean`)"),

@@ -7,7 +7,7 @@ module load inside the functions). The one piece elsewhere: the Trainer callback
   and `survive_service_loss`) -> `attach` -> training -> `record_summary` -> `finish`, also when the run fails or
   stops.
 
-- **group**: `logger.group` when set, else `workbench.compare.config_group_id(config)` = `<experiment_name>-<hash>`
+- **group**: `logger.group` when set, else `workbench.grouping.config_group_id(config)` = `<experiment_name>-<hash>`
   of the resolved config without seed, name, paths and logger: the rule `rl compare` groups by. So the seeds of one
   setting share a group, a run of 120 steps and one of 5 steps do not, and a sweep's settings get one group each
   (the sweep itself is a tag, `sweep:<sweep directory name>`).

@@ -106,7 +106,7 @@ def run_job(cfg) -> Any:
         tcfg = job_config(cfg)
         name = f"{tcfg.name}-job{job}" if tcfg.name != "run" else f"job{job}"
         # the job's run directory lives in the sweep directory. W&B groups runs by their config without the seed
-        # (workbench.compare.config_group_id, as rl compare does), so a sweep's seeds of one setting share a group
+        # (workbench.grouping.config_group_id, as rl compare does), so a sweep's seeds of one setting share a group
         # and its settings do not; the sweep itself is a W&B tag.
         tcfg.runs_dir = str(sweep_dir / "runs")
         tcfg.name = name
