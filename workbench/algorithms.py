@@ -4,8 +4,7 @@ workbench trainer that runs it and what it supports; every place that depends on
 
 Classes are named by import path, so importing this module stays cheap (`rl --help` imports no TRL); they load
 when `config_class` / `trainer_class` are called. Adding an algorithm is one row here and one `conf/algo/` file
-(`workbench.config.ALGOS`, which checks `algo.name` while the config is converted, lists the same names; a test
-keeps them equal).
+(`workbench.config.ALGOS`, which checks `algo.name` while the config is converted, is read from this table).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 
 
 @dataclass(frozen=True)

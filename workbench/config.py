@@ -15,9 +15,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A user mistake in the configuration. The CLI prints it on one line and exits with code 2."""
+from workbench.algorithms import ALGORITHMS
+from workbench.errors import ConfigError  # noqa: F401  (its public home for callers: workbench.config.ConfigError)
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -110,7 +109,7 @@ class AlgoConfig:
     trl: dict[str, Any] = field(default_factory=dict)
 
 
-ALGOS = ("grpo", "rloo")
+ALGOS = tuple(ALGORITHMS)  # the algorithm table (workbench.algorithms)
 
 # ----------------------------------------------------------------------------------------------- logger
 
