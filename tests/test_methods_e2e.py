@@ -1,0 +1,53 @@
+"""The seed methods of issue 21 inside real (tiny) GRPO training: each trains a few steps through `rl train`'s code
+and logs its own `shaping/<name>/...` diagnostics (the configuration-only presets: their TRL options take effect).
+Reference numbers for each method are in tests/test_method_*.py; this checks they run in the trainer."""
+
+from __future__ import annotations
+
+import pytest
+
+from workbench.compose import compose
+from workbench.config import to_train_config
+from workbench.runs import read_jsonl
+
+pytestmark = pytest.mark.slow
+
+#: case -> (overrides, the terms whose shaping/<name>/... keys must be logged)
+CASES = {
+    "drpo": (["regularizer=[drpo]"], ["drpo"]),
+    "disco": (["regularizer=[disco]"], ["disco"]),
+    "lp_reg": (["regularizer=[lp_reg]"], ["lp_reg"]),
+    "steer": (["regularizer=[steer]"], ["steer"]),
+    "gtpo": (["regularizer=[conflict_token_gtpo]"], ["conflict_token_gtpo"]),
+    "hapo_heterogeneous": (["regularizer=[hetero_entropy_hapo]", "advantage=[hetero_hapo_token_advantage]"],
+                           ["hetero_entropy_hapo", "hetero_hapo_token_advantage"]),
+    "copo": (["advantage=[copo_consistency]"], ["copo_consistency"]),
+    "epo": (["experiment=agentic_plain", "regularizer=[epo_entropy]", "algo.per_device_train_batch_size=16",
+             "algo.max_completion_length=96", "task.train_size=200", "task.eval_size=16"], ["epo_entropy"]),
+    "siren_top_p": (["regularizer=[siren]"], ["siren"]),
+    "lite_ppo": (["experiment=lite_ppo"], []),
+    "t1_dynamic_anchor": (["experiment=t1_dynamic_anchor", "algo.ref_model_sync_steps=2"], []),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_method_trains_and_logs(case, tiny_overrides):
+    from workbench.train import train
+
+    extra, terms = CASES[case]
+    base = [] if any(o.startswith("experiment=") for o in extra) else ["experiment=quickstart"]
+    overrides = [*base, *tiny_overrides, *extra, "logger=none", "algo.max_steps=3", "eval.at_start=false",
+                 "eval.at_end=false"]
+    cfg = to_train_config(compose("train", overrides))
+    run = train(cfg, overrides, argv=["test"], progress=False)
+    assert run.read_meta()["status"] == "completed"
+    rows = read_jsonl(run.metrics_file)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    keys = set().union(*rows)
+    for term in terms:
+        logged = sorted(k for k in keys if k.startswith(f"shaping/{term}/"))
+        assert logged, (term, sorted(keys))
+    assert all(r.get("train/loss") is not None for r in rows)
+    if case == "t1_dynamic_anchor":
+        assert cfg.algo.trl["beta"] > 0 and cfg.algo.trl["sync_ref_model"] is True
+        assert all(r.get("train/kl") is not None for r in rows)
