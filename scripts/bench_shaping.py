@@ -11,6 +11,8 @@ Configurations (same tiny model, task, seed and GRPO settings; each in its own s
   b  every length and cost reward term: length_kimi, length_cosine, overlong_dapo, length_hapo, cost_tokens,
      cost_router, tool_calls
   c  PEAR + KL-Cov + EMPG (per-token entropies at reward time, read off the generation passes by an LM-head hook)
+  drpo, disco, steer, gtpo, hapo_het, copo, epo: issue 21's methods that add no pass (target: within 3% of a)
+  lp_reg, siren_p: methods that read the logits (one more LM-head projection in the training pass)
 
 Step time is the mean of TRL's step_time over the steps after the first `--skip` (warm-up). Generated lengths
 differ a little between configurations once the policies diverge, so the script also reports the mean completion
@@ -38,7 +40,20 @@ CONFIGS = {
         "reward=[correctness,format,length_kimi,length_cosine,overlong_dapo,length_hapo,cost_tokens,cost_router,tool_calls]"
     ],
     "c": ["reward=[correctness,format,pear]", "regularizer=[kl_cov]", "advantage=[empg]"],
+    # issue 21's loss-side methods, each beside the baseline's two reward terms
+    "drpo": ["reward=[correctness,format]", "regularizer=[drpo]"],
+    "disco": ["reward=[correctness,format]", "regularizer=[disco]"],
+    "steer": ["reward=[correctness,format]", "regularizer=[steer]"],
+    "gtpo": ["reward=[correctness,format]", "regularizer=[conflict_token_gtpo]"],
+    "hapo_het": ["reward=[correctness,format]", "regularizer=[hetero_entropy_hapo]",
+                 "advantage=[hetero_hapo_token_advantage]"],
+    "copo": ["reward=[correctness,format]", "advantage=[copo_consistency]"],
+    "epo": ["reward=[correctness,format]", "regularizer=[epo_entropy]"],
+    # these two need the logits (loss-batch field): one more LM-head projection inside TRL's training pass
+    "lp_reg": ["reward=[correctness,format]", "regularizer=[lp_reg]"],
+    "siren_p": ["reward=[correctness,format]", "regularizer=[siren]"],
 }
+#: `--configs a,a',drpo` runs a subset (a, the baseline, is always included)
 COMMON = ["experiment=quickstart", "logger=none", "eval.at_start=false", "eval.at_end=false", "samples_every=0"]
 MODELS = {
     "tiny": [],
@@ -110,7 +125,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="round-robin repeats of every configuration")
     ap.add_argument("--model", choices=sorted(MODELS), default="tiny")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (fixed, so runs compare)")
+    ap.add_argument("--configs", default=None, help="comma-separated subset of the configurations (a always runs)")
     a = ap.parse_args()
+    keys = list(CONFIGS) if not a.configs else ["a", *[k for k in a.configs.split(",") if k != "a"]]
+    unknown = [k for k in keys if k not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"--configs: unknown {', '.join(unknown)}; choose from: {', '.join(CONFIGS)}")
     if a.one:
         print("RESULT " + json.dumps(run_one(a.one, a.steps, a.runs_dir, a.model, a.threads)))
         return
@@ -118,9 +138,9 @@ def main() -> None:
     print(f"date: {time.strftime('%Y-%m-%d %H:%M')}, model: {a.model}, torch threads: {a.threads}, "
           f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}")
     # Round-robin (a, a', b, c, a, a', ...) so slow drifts of the machine hit every configuration alike.
-    collected: dict[str, list[dict]] = {key: [] for key in CONFIGS}
+    collected: dict[str, list[dict]] = {key: [] for key in keys}
     for _ in range(a.repeats):
-        for key in CONFIGS:
+        for key in keys:
             out = subprocess.run(
                 [sys.executable, __file__, "--one", key, "--steps", str(a.steps), "--runs-dir", a.runs_dir,
                  "--model", a.model, "--threads", str(a.threads)],
