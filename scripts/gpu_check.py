@@ -105,7 +105,8 @@ def vllm_skip_reason() -> str | None:
 
 def vllm_commands(overrides: list[str], out: Path) -> tuple[list[str], list[str]]:
     """The vLLM step's training command and its `rl eval` command (RUN_DIR appended once the run exists)."""
-    train_args = [o for o in overrides if not o.startswith("runs_dir=")] + VLLM_TRAIN + [f"runs_dir={out / 'runs-vllm'}"]
+    kept = [o for o in overrides if not o.startswith("runs_dir=")]
+    train_args = [*kept, *VLLM_TRAIN, f"runs_dir={out / 'runs-vllm'}"]
     train = [sys.executable, "-m", "cli.main", "train", *train_args, "--quiet"]
     evaluate = [sys.executable, "-m", "cli.main", "eval", "eval.backend=vllm", *EVAL, "--quiet"]
     return train, evaluate

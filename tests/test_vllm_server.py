@@ -1,5 +1,6 @@
-"""GRPO with `algo.use_vllm=true algo.vllm_mode=server` on CPU (workbench.vllm_server): the trainer generates through
-a `rl vllm-serve` server, and the server's weights follow the trained ones through a weight file.
+"""GRPO with `algo.use_vllm=true algo.vllm_mode=server` on CPU (workbench.vllm_cpu, workbench.vllm_server): the
+trainer generates through a `rl vllm-serve` server, and the server's weights follow the trained ones through a
+weight file.
 
 As in tests/test_vllm_train.py, a stale sync trains without any error, so the training tests assert TRL's logprob
 gap (`train/sampling/sampling_logp_difference/mean`) and a negative control with the sync switched off after the
@@ -120,7 +121,7 @@ def test_vllm_serve_dry_run_is_the_run_s_server_or_a_one_line_error(tmp_path):
     assert "/tiny/" in line and "--port 8123" in line and "--dtype float32" in line, line
     assert "--logprobs-mode processed_logprobs" in line and "--max-num-seqs 7" in line, line
     from workbench.evaluation import vllm_backend
-    from workbench.vllm_server import EXTENSION
+    from workbench.vllm_cpu import EXTENSION
 
     if vllm_backend.on_cpu():
         assert f"--worker-extension-cls {EXTENSION}" in line and "--enforce-eager" in line, line
@@ -142,7 +143,7 @@ def test_vllm_serve_help_imports_no_torch():
 @needs_vllm
 @pytest.mark.slow
 def test_server_mode_trains_with_synced_weights(server, tmp_path, monkeypatch):
-    from workbench.vllm_server import FileSyncClient
+    from workbench.vllm_cpu import FileSyncClient
 
     overrides, _, _ = server
     monkeypatch.setenv("RL_VLLM_WEIGHTS_DIR", str(tmp_path / "weights"))
@@ -172,7 +173,7 @@ def test_server_mode_trains_with_synced_weights(server, tmp_path, monkeypatch):
 def test_server_mode_without_the_sync_shows_in_the_logprob_gap(server, tmp_path, monkeypatch):
     """The negative control: the first sync (before step 1; it also undoes any earlier test's training on the
     server) runs, later ones are no-ops. Training runs without error; only the gap grows."""
-    from workbench.vllm_server import FileSyncClient
+    from workbench.vllm_cpu import FileSyncClient
 
     overrides, _, _ = server
     calls = []
@@ -200,11 +201,11 @@ def test_server_mode_without_the_sync_shows_in_the_logprob_gap(server, tmp_path,
 def test_a_server_without_the_extension_is_one_line(server, monkeypatch):
     """A server started without the worker extension (plain `trl vllm-serve`) is refused at the trainer's start
     with one line naming `rl vllm-serve` (simulated by asking for a method the server does not have)."""
-    from workbench import vllm_server
+    from workbench import vllm_cpu
 
     _, port, _ = server
-    monkeypatch.setattr(vllm_server, "PING_METHOD", "workbench_no_such_method")
-    client = vllm_server.FileSyncClient(base_url=f"http://127.0.0.1:{port}", connection_timeout=10)
+    monkeypatch.setattr(vllm_cpu, "PING_METHOD", "workbench_no_such_method")
+    client = vllm_cpu.FileSyncClient(base_url=f"http://127.0.0.1:{port}", connection_timeout=10)
     with pytest.raises(RuntimeError, match=r"cannot load weight files \(.*'workbench_no_such_method'.*"
                                            r"start it with `rl vllm-serve`"):
         client.init_communicator(device="cpu")
