@@ -419,6 +419,7 @@ class ShapingMixin:
             correct=inputs.get("rollout_correct"),
             rewards=inputs.get("rollout_reward"),
             step=int(self.state.global_step),
+            max_completion_length=int(self.args.max_completion_length),
         )
         if hidden:
             batch.logits = self._completion_logits(torch.cat(hidden, dim=0), logits_to_keep)

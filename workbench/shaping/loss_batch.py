@@ -18,7 +18,8 @@ Always present (B = rollouts in the micro-batch, T = its padded completion width
 * `group_size` G, and `rollout_index` (B,) long: each row's index in the whole (gathered) generation batch, so
   `group_ids = rollout_index // G` tells which rows share a prompt (TRL shuffles rollouts across micro-batches, so
   a group is whole in one loss call only when the micro-batch is the whole generation batch);
-* `correct` (B,) float and `rewards` (B,) float: the task's correctness and the shaped (weighted) reward of each row.
+* `correct` (B,) float and `rewards` (B,) float: the task's correctness and the shaped (weighted) reward of each row;
+* `max_completion_length`: the run's generation budget (TRL pads a micro-batch only to its longest completion).
 
 Optional (`OPTIONAL_FIELDS`; None unless an active term lists the name in its `fields`):
 
@@ -54,6 +55,7 @@ class LossBatch:
     correct: torch.Tensor | None = None
     rewards: torch.Tensor | None = None
     step: int = 0
+    max_completion_length: int | None = None  # the run's generation budget (TRL pads to the batch's longest)
     logits: torch.Tensor | None = None
     _cache: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)
 

@@ -136,10 +136,9 @@ class DRPO(Regularizer):
     (module docstring). Decisions:
 
     * ``width`` is the W of L_i / W. The reference divides by the padded width of veRL's response tensor, which
-      veRL pads to the budget; TRL pads to the longest completion of the batch, so W must be the run's
-      ``algo.max_completion_length``: set ``'regularizer.drpo.width=${algo.max_completion_length}'`` (the yaml's 0 means "the loss call's
-      padded width", which drifts from batch to batch; the width used is logged as ``width``). The loss batch
-      does not carry the budget yet (reported to the lead as a proposed always-present field).
+      veRL pads to the budget; TRL pads to the longest completion of the batch, so W is the run's
+      ``algo.max_completion_length`` (the loss batch's ``max_completion_length``) when ``width`` is 0, the default;
+      a hand-made batch without it falls back to its padded width. The width used is logged as ``width``.
     * Positives/negatives are the task's ``correct`` (exactly 1 / exactly 0), not the shaped reward: the reference
       reads its 0/1 task reward, and the workbench's shaped reward may carry a format bonus.
     * Groups must be whole in one loss call (``group_rows`` raises otherwise): the quick-start layout (one
@@ -188,7 +187,7 @@ class DRPO(Regularizer):
 
     def loss(self, batch: LossBatch) -> torch.Tensor:
         groups = group_rows(batch, f"regularizer.{self.name}")
-        width = float(self.width or batch.logps.shape[1])
+        width = float(self.width or batch.max_completion_length or batch.logps.shape[1])
         value, stats = drpo_objective(batch.logps, batch.old_logps, batch.mask, groups, batch.correct, tau=self.tau,
                                       lam=self.lam, width=max(width, 1.0), delta=self.delta, beta=self.beta,
                                       kl_type=self.kl_type)
