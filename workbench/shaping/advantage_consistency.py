@@ -98,10 +98,12 @@ class CopoConsistency(AdvantageTransform):
     blend. An exact off-policy version needs A_glob and w per row in the loss batch (a new optional LossBatch
     field), which does not exist yet.
 
-    Decisions: the mode run by ``run_copo.sh`` is ``soft-with-zero``, which the snapshot the script ships with
-    spells with hyphens (another snapshot spells the modes with spaces; both compute the same): default
+    Decisions: ``run_copo.sh`` (commit c15c75f) runs ``global_flg=soft-with-zero``, a name only the hyphenated
+    snapshot of ``core_algos.py`` knows (commit f66883f; commit 095afa5 spells every mode with spaces and would
+    raise on it); the arithmetic of that mode is the same in both, checked line by line. Default
     ``soft_with_zero``, k 5, b 1, ``reward_coef`` off (the script's ``reward_coef_flg=false``); the mode accepts
-    underscores, hyphens or spaces. The pass rate is the task's correctness (the authors' mean score, the same for
+    underscores, hyphens or spaces. The hyphenated snapshot's two extra modes (``only-zero-wrong``,
+    ``only-soft-with-coef``) are not offered. The pass rate is the task's correctness (the authors' mean score, the same for
     a 0/1 reward); "reward != 0" is the run's shaped reward. The script's other settings map to
     ``algo.loss_type=grpo`` (seq-mean-token-mean), ``algo.epsilon_high=0.2``, ``algo.scale_rewards=group`` (std
     GRPO advantage), G = 6. The symbolic answer canonicalisation in the code is commented out there and absent here.
