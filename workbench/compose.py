@@ -18,8 +18,9 @@ from workbench.config import ConfigError
 # conf/ lives at the project root, beside workbench/. RL_CONF_DIR points elsewhere (e.g. a user's own tree).
 CONF_DIR = Path(os.environ.get("RL_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
 
-GROUPS = ("model", "task", "algo", "reward", "advantage", "regularizer", "logger", "experiment")
-SHAPING_KINDS = ("reward", "advantage", "regularizer")
+GROUPS = ("model", "task", "algo", "reward", "advantage", "regularizer", "sampler", "logger", "experiment")
+# Groups whose options are {name: {option: ...}} (a key under an unselected name must fail, not add it half-made).
+SHAPING_KINDS = ("reward", "advantage", "regularizer", "sampler")
 # Groups a run cannot do without: `~model` would silently fall back to the typed config's defaults, so it is refused.
 REQUIRED_GROUPS = ("model", "task", "algo")
 # Hydra plugins that provide options of Hydra's own groups, for the error when one is not installed.

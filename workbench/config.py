@@ -232,6 +232,8 @@ class TrainConfig:
     reward: dict[str, dict[str, Any]] = field(default_factory=dict)
     advantage: dict[str, dict[str, Any]] = field(default_factory=dict)
     regularizer: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # samplers (workbench.sampling), filled by the sampler/ group: {sampler_name: {option: value}}
+    sampler: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------- conversion

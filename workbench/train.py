@@ -286,6 +286,10 @@ def build_trainer(cfg: TrainConfig, checked, model, tokenizer, run: RunDir, call
         price_prompt=cfg.price.prompt_per_million,
         price_completion=cfg.price.completion_per_million,
     )
+    if cfg.sampler:
+        from workbench.sampling import build_samplers
+
+        trainer.setup_sampling(build_samplers(cfg.sampler))
     return trainer
 
 

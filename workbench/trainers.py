@@ -6,7 +6,12 @@ module only moves data between TRL's hooks and those two. It extends TRL 1.16 th
 methods, without copying its loops. The order in which TRL calls them for one optimizer step
 (``GRPOTrainer.training_step`` -> ``_prepare_inputs``):
 
-1. ``_generate_and_score_completions`` (ours wraps TRL's) ->
+0. ``_generate_and_score_completions`` (ours wraps TRL's), first: in training, the run's samplers
+   (`workbench.sampling`, the ``sampler`` config group) rewrite TRL's generation batch, gathered over processes,
+   same length and groups of ``num_generations``: which prompts, how many groups each, per-rollout prompt lines
+   (``plan_rows``); each process keeps its slice. Nothing on the reward side changes. After scoring (step 4) the
+   samplers see the record and the rows (``observe_rows``; metrics ``sampler/<name>/<key>``).
+1. TRL's ``_generate_and_score_completions`` ->
 2. ``_generate`` (ours wraps TRL's): TRL samples the completions; we keep the prompt token ids, the tool mask, and
    (when a term needs them) per-token entropies read off the generation forward passes by a hook on the LM head
    (no extra pass; where generation happens elsewhere, vLLM or the multi-turn tool loop, one extra no-grad pass at
@@ -25,7 +30,7 @@ methods, without copying its loops. The order in which TRL calls them for one op
    hooks may add a term (KL-Cov, SIREN); optional fields (the logits) are filled only when a term lists them. The
    same pass gives entropy/think and entropy/answer.
 6. ``_save_checkpoint`` / ``_load_optimizer_and_scheduler``: the pipeline's term state (HAPO's history) in
-   checkpoints.
+   checkpoints, and the samplers' (Knapsack's success rates) in ``sampling_state.json``.
 
 State carried between hooks: ``_generation`` (the last ``_generate``'s prompt ids, tool mask, entropies),
 ``_scored`` (the record, rewards and inputs of the batch being scored), ``_loss`` (the micro-batch being trained).
@@ -50,6 +55,7 @@ from workbench.evaluation import vllm_backend
 from workbench.prompts import prompt_text
 from workbench.rollouts import Rollouts, build_rollouts, step_metrics
 from workbench.runs import RunDir, append_jsonl
+from workbench.sampling import COMPLETION_PREFIX, Sampler, observe_rows, plan_rows
 from workbench.shaping.base import AdvantageTransform, Regularizer, RewardTerm
 from workbench.shaping.loss_batch import LossBatch
 from workbench.shaping.pipeline import ShapingPipeline
@@ -164,8 +170,59 @@ class ShapingMixin:
         self.splitter = ThinkSplitter(self.processing_class)  # the think/answer boundary, as rl eval finds it
         self.add_callback(EpochSeedCallback(self))  # a resumed epoch keeps its data order (epoch_seeded)
         self._generation: dict[str, Any] = {}
+        self.samplers: list[Sampler] = []
         self._scored: dict[str, Any] | None = None
         self._loss: dict[str, Any] | None = None
+
+    def setup_sampling(self, samplers: list[Sampler]) -> None:
+        """The run's samplers (`workbench.sampling.build_samplers`), bound to the task; see step 0 above."""
+        for s in samplers:
+            s.bind_task(self.task)
+        self.samplers = list(samplers)
+
+    def _plan_generation(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Step 0: the samplers' plan of the gathered generation batch; this process's slice of it."""
+        rows = plan_rows(self.samplers, gather_object(list(inputs)), int(self.num_generations),
+                         int(self.state.global_step), int(self.args.seed))
+        rank = self.accelerator.process_index
+        rows = rows[rank * len(inputs) : (rank + 1) * len(inputs)]
+        prefixes = [row.get(COMPLETION_PREFIX) for row in rows]
+        if any(prefixes):
+            if getattr(self, "use_vllm", False) or getattr(self, "use_transformers_continuous_batching", False):
+                raise ConfigError(f"a sampler forces completion prefixes ('{COMPLETION_PREFIX}'), which only "
+                                  "transformers generation supports; set algo.use_vllm=false")
+            tok = self.processing_class
+            self._forced = [tok.encode(p, add_special_tokens=False) if p else None for p in prefixes]
+        return rows
+
+    def _generate_single_turn(self, prompt_ids, *args, **kwargs):
+        """TRL's generation call; the first one of a step (not the tool loop's later turns) with the rows' forced
+        completion prefixes (`workbench.sampling.COMPLETION_PREFIX`): a hook on the LM head, registered after the
+        entropy hook (which so records the model's own distribution), leaves only the prefix's next token sampleable
+        at each of the first steps of a forced row."""
+        forced, self._forced = getattr(self, "_forced", None), None
+        if not forced:
+            return super()._generate_single_turn(prompt_ids, *args, **kwargs)
+        if len(prompt_ids) != len(forced):
+            raise RuntimeError(f"forced prefixes for {len(forced)} rows, generation batch of {len(prompt_ids)}")
+        step = [0]
+        longest = max(len(f) for f in forced if f)
+
+        def force(module, inputs, output):
+            t = step[0]
+            step[0] += 1
+            if t < longest:
+                for i, ids in enumerate(forced):
+                    if ids and t < len(ids):
+                        output[i, -1, :] = float("-inf")
+                        output[i, -1, ids[t]] = 0.0
+            return output
+
+        handle = self.accelerator.unwrap_model(self.model).get_output_embeddings().register_forward_hook(force)
+        try:
+            return super()._generate_single_turn(prompt_ids, *args, **kwargs)
+        finally:
+            handle.remove()
 
     @property
     def needs(self) -> set[str]:
@@ -315,10 +372,15 @@ class ShapingMixin:
 
     # ------------------------------------------------------------------ advantages + samples
     def _generate_and_score_completions(self, inputs):
+        sampling = bool(self.samplers) and self._mode() == "train"
+        if sampling:
+            inputs = self._plan_generation(inputs)
         out = super()._generate_and_score_completions(inputs)
         step = self._scored
         if step is None:
             return out
+        if sampling:
+            self._file(observe_rows(self.samplers, step["rollouts"], step["inputs"]))
         rollouts, rewards, rows = step["rollouts"], step["rewards"], step["slice"]
         if self.shaping.advantage_terms:
             local = out["advantages"]
@@ -459,13 +521,16 @@ class ShapingMixin:
     # ------------------------------------------------------------------ term state in checkpoints
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        state = self.shaping.state_dict()
-        if state and self.args.should_save:
-            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+        if not self.args.should_save:
+            return
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            with open(os.path.join(folder, "shaping_state.json"), "w") as f:
-                json.dump(state, f)
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        sampling = {s.name: s.state_dict() for s in self.samplers if s.state_dict()}
+        for file, state in (("shaping_state.json", self.shaping.state_dict()), ("sampling_state.json", sampling)):
+            if state:
+                with open(os.path.join(folder, file), "w") as f:
+                    json.dump(state, f)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -475,6 +540,12 @@ class ShapingMixin:
         if os.path.exists(path):
             with open(path) as f:
                 self.shaping.load_state_dict(json.load(f))
+        path = os.path.join(checkpoint, "sampling_state.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                state = json.load(f)
+            for s in self.samplers:
+                s.load_state_dict(state.get(s.name, {}))
 
 
 def _check_plain_lm_head(model) -> None:
