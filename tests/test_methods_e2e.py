@@ -23,10 +23,11 @@ CASES = {
     "hapo_heterogeneous": (["regularizer=[hetero_entropy_hapo]", "advantage=[hetero_hapo_token_advantage]",
                             "algo.num_iterations=2"], ["hetero_entropy_hapo", "hetero_hapo_token_advantage"]),
     "copo": (["advantage=[copo_consistency]", "algo.scale_rewards=group"], ["copo_consistency"]),
-    # multi-turn with real tools; the band of the authors' README (the yaml's 0.8-1.2 leaves 99% of tiny tokens out)
+    # multi-turn with real tools; the band of the authors' README (the yaml's 0.8-1.2 leaves 99% of tiny tokens out);
+    # the tiny model of tests/test_agentic_e2e.py (same warm start, so one cache entry serves both)
     "epo": (["experiment=agentic_plain", "regularizer=[epo_entropy]", "regularizer.epo_entropy.kappa_low=0",
              "regularizer.epo_entropy.kappa_high=2", "algo.per_device_train_batch_size=16",
-             "algo.max_completion_length=96", "task.train_size=200", "task.eval_size=16"], ["epo_entropy"]),
+             "algo.max_completion_length=96", "model.tiny.warm_start_steps=300"], ["epo_entropy"]),
     "siren_top_p": (["regularizer=[siren]"], ["siren"]),
     "lite_ppo": (["experiment=lite_ppo"], []),
     "t1_dynamic_anchor": (["experiment=t1_dynamic_anchor", "algo.ref_model_sync_steps=2"], []),
