@@ -4,8 +4,8 @@ authors' functions (Stratified GRPO released none: against a direct per-stratum 
 References (transcribed below, pure torch, logging and distributed parts left out):
 * STCR: Indolent-Kawhi/View-R1 ``openrlhf/trainer/ppo_utils/experience_maker.py::compute_advantages_and_returns``,
   the ``group_norm`` branch with ``--use_stcr`` (float32, as there).
-* RiskPO: RTkenny/RiskPO ``verl/trainer/ppo/core_algos.py::compute_grpo_bundle_rvar_outcome_advantage_quantile_tracking``
-  (``use_mixing_risk_measure=True``, ``natural_baseline_adv=True``, ``norm_adv_by_std_in_grpo=True``) and the
+* RiskPO: RTkenny/RiskPO ``verl/trainer/ppo/core_algos.py::``
+  ``compute_grpo_bundle_rvar_outcome_advantage_quantile_tracking`` (``use_mixing_risk_measure=True``, ``natural_baseline_adv=True``, ``norm_adv_by_std_in_grpo=True``) and the
   quantile tracker of ``verl/trainer/ppo/ray_trainer.py::fit`` (warm-up to the batch quantiles, then SGD on the
   pinball gradient over the 0.05..0.95 grid).
 """

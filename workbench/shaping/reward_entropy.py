@@ -337,7 +337,7 @@ class ARESEntropy(RewardTerm):
             trig.append(torch.tensor([self.is_trigger(int(t)) for t in ids], dtype=torch.bool))
         sample_thresholds = torch.tensor([window_threshold(h, self.percentile, self.threshold_window)
                                           for h in rows], dtype=torch.float64)
-        batch_threshold = float(sample_thresholds.median()) if B else 0.0
+        batch_threshold = float(torch.quantile(sample_thresholds, 0.5)) if B else 0.0  # = np.median
         theta = batch_threshold if self.threshold is None else self.threshold
         n = torch.tensor([float(trigger_window_count(h, t, theta, self.window)) for h, t in zip(rows, trig)],
                          dtype=torch.float64)

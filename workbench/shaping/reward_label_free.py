@@ -87,7 +87,9 @@ class EMPOAgreement(RewardTerm):
     `empty_reward` 0; `all_distinct_zero`: a group whose answers are all different (entropy = log G) gets 0.
     `min_share` 0 (the free-form recipe's 0.2: no reward when the largest class holds under 20% of the group;
     its -0.5 for an empty answer is `empty_reward=-0.5`).
-    Decisions: equivalence is exact match of the normalised answer string (stripped, whitespace collapsed), the
+    Decisions: "all different" is counted (G classes of one), where the recipe compares the float entropy with
+    log G, which rounding lets through at G = 7 (-7 (1/7) log(1/7) < log 7 in float64: the group got 1/7 each).
+    Equivalence is exact match of the normalised answer string (stripped, whitespace collapsed), the
     simple case of the authors' `math_verify` test; the free-form recipe's verifier model and its ROUGE-L
     "restates the question" rule are not built (no verifier model here). The veRL version has no all-distinct
     threshold (`all_distinct_zero=false`) and gives an empty answer 1/n (`empty_reward=1/G`).
