@@ -231,7 +231,7 @@ def test_with_instruction_chat_and_text():
 
 
 def test_build_samplers_errors_name_key_and_choices():
-    with pytest.raises(ConfigError, match="sampler.nope: unknown sampler; valid: apo, knapsack"):
+    with pytest.raises(ConfigError, match="sampler.nope: unknown sampler; valid: aepo, apo, knapsack"):
         build_samplers({"nope": {}})
     with pytest.raises(ConfigError, match="sampler.knapsack.bogus"):
         build_samplers({"knapsack": {"bogus": 1}})
@@ -256,3 +256,51 @@ def test_conf_files_one_to_one_and_build():
     for name, path in files.items():
         (sampler,) = build_samplers(OmegaConf.to_container(OmegaConf.load(path)))
         assert sampler.name == name
+
+
+def aepo_reference(advantages, entropy, entropy_base, reinforce_sample_num, threshold=0.05):
+    """The authors' AEPO branch (ray_trainer.fit) on the second batch: `_select_by_advantage(batch_bak, 0.05,
+    absolute=False)` keeps rows with advantages[:, 0] > threshold in order; sample_num as in the loop."""
+    selected = (advantages[:, 0] > threshold).nonzero(as_tuple=False).squeeze(-1).tolist()
+    if entropy <= entropy_base:
+        n = min(reinforce_sample_num, len(selected))
+    else:
+        n = min(reinforce_sample_num, len(selected)) // 2
+    return selected[:n]
+
+
+@pytest.mark.parametrize("entropy", [0.0, 0.5, 0.7])
+@pytest.mark.parametrize("sample_num", [0, 1, 3, 60])
+def test_aepo_positives_match_authors(entropy, sample_num):
+    from workbench.sampling import AEPO
+
+    adv = torch.tensor([0.3, -1.0, 0.05, 0.06, 1.2, 0.0, 0.9, -0.2]).unsqueeze(1).expand(-1, 5)
+    s = AEPO(sample_num=sample_num)
+    t = s.second_temperature(entropy)
+    assert t == (1.2 if entropy <= 0.5 else 0.8)
+    assert s.positives(adv, entropy) == aepo_reference(adv, entropy, 0.5, sample_num)
+    m = s.metrics()
+    assert m["positives"] == 4 / 8 and m["temperature"] == t and s.metrics() == {}  # filed once
+
+
+def test_splice_rows_pads_prompts_left_and_completions_right():
+    from workbench.sampling import splice_rows
+
+    batch = {"prompt_ids": torch.tensor([[9, 1, 2], [9, 3, 4], [5, 6, 7]]),
+             "prompt_mask": torch.tensor([[0, 1, 1], [0, 1, 1], [1, 1, 1]]),
+             "completion_ids": torch.tensor([[1, 9], [2, 9], [3, 4]]),
+             "completion_mask": torch.tensor([[1, 0], [1, 0], [1, 1]]),
+             "advantages": torch.tensor([0.5, -0.5, 0.0]), "num_items_in_batch": torch.tensor(4)}
+    extra = {"prompt_ids": torch.tensor([[8], [7]]), "prompt_mask": torch.tensor([[1], [1]]),
+             "completion_ids": torch.tensor([[5, 5, 5, 5], [6, 6, 9, 9]]),
+             "completion_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]]),
+             "advantages": torch.tensor([1.0, 1.0])}
+    out = splice_rows(batch, extra, [1], pad_id=9)
+    assert out["prompt_ids"].tolist() == [[9, 9, 7], [9, 3, 4], [5, 6, 7]]
+    assert out["prompt_mask"].tolist() == [[0, 0, 1], [0, 1, 1], [1, 1, 1]]
+    assert out["completion_ids"].tolist() == [[6, 6, 9, 9], [2, 9, 9, 9], [3, 4, 9, 9]]
+    assert out["completion_mask"].tolist() == [[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0]]
+    assert out["advantages"].tolist() == [1.0, -0.5, 0.0]
+    assert splice_rows(batch, extra, [], 9)["completion_ids"] is batch["completion_ids"]
+    with pytest.raises(ValueError, match="unknown per-row key 'pixel_values'"):
+        splice_rows({**batch, "pixel_values": torch.zeros(3, 2)}, {**extra, "pixel_values": torch.zeros(2, 2)}, [0], 9)

@@ -364,3 +364,110 @@ class APO(Sampler):
 
     def metrics(self):
         return dict(self._last)
+
+
+# ----------------------------------------------------------------------------------------------- AEPO
+
+#: Keys of TRL's GRPO batch that hold prompt-side tokens (left-padded), completion-side (right-padded) or one value
+#: per row; `splice_rows` refuses any other per-row key rather than guess its layout.
+PROMPT_KEYS = ("prompt_ids", "prompt_mask")
+COMPLETION_KEYS = ("completion_ids", "completion_mask", "old_per_token_logps", "sampling_per_token_logps",
+                   "ref_per_token_logps", "tool_mask", "importance_sampling_ratio")
+ROW_KEYS = ("advantages", "rollout_index", "rollout_correct", "rollout_reward")
+
+
+def splice_rows(batch: dict[str, Any], extra: dict[str, Any], take: Any, pad_id: int) -> dict[str, Any]:
+    """`batch` (TRL's per-process GRPO batch) with its first ``len(take)`` rows replaced by rows `take` of `extra`
+    (another generation's batch): prompt tensors are left-padded, completion tensors right-padded to the wider of
+    the two (token ids with `pad_id`, masks and log-probs with 0). Returns a new dict; ``num_items_in_batch`` is left
+    to the caller (it is a count over all processes)."""
+    import torch
+
+    m = len(take)
+    out = dict(batch)
+    if m == 0:
+        return out
+    take = torch.as_tensor(take, dtype=torch.long, device=batch["completion_ids"].device)
+    for key, value in batch.items():
+        if key == "num_items_in_batch" or not isinstance(value, torch.Tensor) or value.dim() == 0:
+            continue
+        if key not in extra:
+            raise ValueError(f"splice_rows: '{key}' is in the batch but not in the second generation's")
+        new = extra[key].index_select(0, take.to(extra[key].device)).to(value.device, value.dtype)
+        if key in ROW_KEYS and value.dim() == 1:
+            out[key] = torch.cat([new, value[m:]])
+            continue
+        if new.dim() != value.dim():
+            raise ValueError(f"splice_rows: '{key}' has {new.dim()} dims in the second generation, {value.dim()} here")
+        if key not in PROMPT_KEYS and key not in COMPLETION_KEYS and key != "advantages":  # (B, T) advantages
+            raise ValueError(f"splice_rows: unknown per-row key '{key}' (known: {PROMPT_KEYS + COMPLETION_KEYS})")
+        width = max(value.size(1), new.size(1))
+        fill = pad_id if key.endswith("_ids") else 0
+        left = key in PROMPT_KEYS
+
+        def widen(t):
+            pad = (width - t.size(1), 0) if left else (0, width - t.size(1))
+            return torch.nn.functional.pad(t, pad, value=fill)
+
+        out[key] = torch.cat([widen(new), widen(value[m:])], dim=0)
+    return out
+
+
+@register
+@dataclasses.dataclass
+class AEPO(Sampler):
+    """AEPO (card 11; Wang et al., arXiv 2510.08141; 597358816/AEPO `verl/trainer/ray_trainer.py` fit loop, AEPO
+    branch, with `_select_by_advantage`): entropy control by a second generation at another temperature whose
+    positive samples replace part of the GRPO batch as pure REINFORCE samples.
+
+    Each training step, after the GRPO batch is generated and scored: with H the previous step's mean token entropy
+    of the training pass (TRL's ``entropy`` metric; 0 before the first, as the authors' loop starts), the same
+    prompts are generated again (G each, as the authors do: the whole batch, not a share) at T = `temperature_high`
+    if H <= `entropy_target`, else `temperature_low`; scored and group-normalised as usual; the rows with advantage
+    > `threshold` (0.05) get advantage 1 and the first m rows of the GRPO batch are replaced by the first m of them,
+    m = min(`sample_num`, positives), halved (floor) when H > target. The update then runs on the mixed batch, with
+    log-probs at the run's temperature (the authors recompute old log-probs at temperature 1 for the mixed batch).
+
+    Defaults: the authors' entropy_base 0.5, T 1.2 / 0.8, threshold 0.05; `sample_num` (their
+    reinforce_sample_num, 60 of a 512 x 5 batch, ~2.3%) counts per process here and defaults to 4 of 64. Decisions:
+    no positives -> the batch is left as it is (the authors' code fails there); the second generation's metrics are
+    not logged (TRL's reward and length means stay the GRPO batch's), but its rewards pass through the reward
+    pipeline, so stateful reward terms see it; loss regularizers are refused (the spliced rows are not in the
+    record their group layout comes from). Cost: one more generation and scoring per step. Metrics:
+    ``sampler/aepo/temperature``, ``entropy`` (H used), ``positives`` (share of the second batch), ``replaced``
+    (rows replaced). Transformers generation only (vLLM's temperature is not switched)."""
+
+    name: ClassVar[str] = "aepo"
+    entropy_target: float = 0.5
+    temperature_high: float = 1.2
+    temperature_low: float = 0.8
+    sample_num: int = 4
+    threshold: float = 0.05
+
+    def __post_init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def check(self) -> None:
+        if self.temperature_high <= 0 or self.temperature_low <= 0 or self.sample_num < 0:
+            raise ConfigError("sampler.aepo: temperature_high, temperature_low > 0 and sample_num >= 0")
+
+    def second_temperature(self, entropy: float) -> float:
+        """The temperature of the second generation, from the previous step's entropy."""
+        t = self.temperature_high if entropy <= self.entropy_target else self.temperature_low
+        self._last = {"entropy": float(entropy), "temperature": t}
+        return t
+
+    def positives(self, advantages: Any, entropy: float) -> list[int]:
+        """Rows of the second generation that replace the first rows of the GRPO batch (their advantage becomes 1)."""
+        adv = advantages.reshape(advantages.size(0), -1)[:, 0]
+        rows = (adv > self.threshold).nonzero().flatten().tolist()  # compared in the tensor's dtype, as theirs
+        m = min(self.sample_num, len(rows))
+        if entropy > self.entropy_target:
+            m //= 2
+        self._last.update(positives=len(rows) / max(1, adv.numel()), replaced=float(m))
+        return rows[:m]
+
+    def metrics(self):
+        """Once per step: the trainer files them after the second generation (and finds none at `observe`)."""
+        out, self._last = self._last, {}
+        return out

@@ -55,7 +55,7 @@ from workbench.evaluation import vllm_backend
 from workbench.prompts import prompt_text
 from workbench.rollouts import Rollouts, build_rollouts, step_metrics
 from workbench.runs import RunDir, append_jsonl
-from workbench.sampling import COMPLETION_PREFIX, Sampler, observe_rows, plan_rows
+from workbench.sampling import COMPLETION_PREFIX, Sampler, observe_rows, plan_rows, splice_rows
 from workbench.shaping.base import AdvantageTransform, Regularizer, RewardTerm
 from workbench.shaping.loss_batch import LossBatch
 from workbench.shaping.pipeline import ShapingPipeline
@@ -178,7 +178,11 @@ class ShapingMixin:
         """The run's samplers (`workbench.sampling.build_samplers`), bound to the task; see step 0 above."""
         for s in samplers:
             s.bind_task(self.task)
+            if hasattr(s, "second_temperature") and (getattr(self, "use_vllm", False) or self.shaping.regularizers):
+                raise ConfigError(f"sampler={s.name} generates a second batch at another temperature: it needs "
+                                  "transformers generation (algo.use_vllm=false) and no loss regularizers")
         self.samplers = list(samplers)
+        self._train_entropy: list[float] = []  # this step's training-pass token entropies (second_temperature)
 
     def _plan_generation(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Step 0: the samplers' plan of the gathered generation batch; this process's slice of it."""
@@ -196,26 +200,22 @@ class ShapingMixin:
         return rows
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
-        """TRL's generation call; the first one of a step (not the tool loop's later turns) with the rows' forced
-        completion prefixes (`workbench.sampling.COMPLETION_PREFIX`): a hook on the LM head, registered after the
-        entropy hook (which so records the model's own distribution), leaves only the prefix's next token sampleable
-        at each of the first steps of a forced row."""
+        """TRL's generation call; in the step's first (not the tool loop's later turns), forced completion prefixes
+        (`workbench.sampling.COMPLETION_PREFIX`): an LM-head hook, after the entropy hook (which records the model's
+        own distribution), leaves only the prefix's next token sampleable in a forced row's first steps."""
         forced, self._forced = getattr(self, "_forced", None), None
         if not forced:
             return super()._generate_single_turn(prompt_ids, *args, **kwargs)
         if len(prompt_ids) != len(forced):
             raise RuntimeError(f"forced prefixes for {len(forced)} rows, generation batch of {len(prompt_ids)}")
         step = [0]
-        longest = max(len(f) for f in forced if f)
 
         def force(module, inputs, output):
-            t = step[0]
-            step[0] += 1
-            if t < longest:
-                for i, ids in enumerate(forced):
-                    if ids and t < len(ids):
-                        output[i, -1, :] = float("-inf")
-                        output[i, -1, ids[t]] = 0.0
+            t, step[0] = step[0], step[0] + 1
+            for i, ids in enumerate(forced):
+                if ids and t < len(ids):
+                    output[i, -1, :] = float("-inf")
+                    output[i, -1, ids[t]] = 0.0
             return output
 
         handle = self.accelerator.unwrap_model(self.model).get_output_embeddings().register_forward_hook(force)
@@ -402,6 +402,37 @@ class ShapingMixin:
         if self._mode() == "train":
             self._write_samples(step, gather(out["advantages"].reshape(out["advantages"].size(0), -1)[:, 0]).cpu())
         self._scored = None
+        if sampling:
+            out = self._second_generation(inputs, out)
+        return out
+
+    def _second_generation(self, inputs, out):
+        """Step 4b, for a sampler with `second_temperature` (AEPO): the same rows generated and scored again at the
+        temperature it picks from the last step's training-pass entropy (its metrics dropped: TRL's means stay the
+        first batch's), its `positives` given advantage 1 and spliced over the first rows (`splice_rows`)."""
+        for s in [s for s in self.samplers if hasattr(s, "second_temperature")]:
+            seen = self._train_entropy
+            local = torch.tensor([sum(seen) / len(seen) if seen else 0.0], device=self.accelerator.device)
+            entropy = float(gather(local).mean())
+            self._train_entropy = []
+            metrics = self._metrics["train"]
+            kept = {k: len(v) for k, v in metrics.items()}
+            first = self.generation_config.temperature
+            self.generation_config.temperature = self.generation_kwargs["temperature"] = s.second_temperature(entropy)
+            try:  # (transformers generation: the config TRL generates with)
+                extra = super()._generate_and_score_completions(inputs)
+            finally:
+                self.generation_config.temperature = self.generation_kwargs["temperature"] = first
+                self._scored = None
+                for k in list(metrics):
+                    del metrics[k][kept.get(k, 0):]
+            take = s.positives(extra["advantages"], entropy)
+            adv, ids = out["advantages"], extra["completion_ids"]
+            extra["advantages"] = torch.ones(ids.shape[: adv.dim()], device=adv.device, dtype=adv.dtype)
+            out = splice_rows(out, extra, take, self.processing_class.pad_token_id)
+            loss_mask = out["completion_mask"] * out["tool_mask"] if "tool_mask" in out else out["completion_mask"]
+            out["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+            self._file(observe_rows([s], None, []))
         return out
 
     def _write_samples(self, step: dict[str, Any], advantages: torch.Tensor) -> None:
@@ -471,6 +502,8 @@ class ShapingMixin:
         if "tool_mask" in inputs:
             mask = mask * inputs["tool_mask"]
         mask = mask.float()
+        if self.samplers and entropies is not None and self.model.training:
+            self._train_entropy.append(float((entropies.detach().float() * mask).sum() / mask.sum().clamp(min=1.0)))
         old = inputs.get("old_per_token_logps")
         adv = inputs["advantages"]
         batch = LossBatch.of(
