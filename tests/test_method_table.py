@@ -1,8 +1,8 @@
-"""The README's method table (section "Method status") against METHODS.md and the registry: every card of
+"""The README's method table (section "Method status") against METHODS.md and the registries: every card of
 `../shared/METHODS.md` has its row, in order; every config name a built row gives composes and selects what it says
-(a registered term of its kind, a conf file, or a TRL option taking the value); every registered term is named in a
-built row. METHODS.md lives beside the project, not in it, so the card check skips where it is absent (a clone of
-the project alone, as in CI)."""
+(a registered term or sampler of its group, a conf file, or a TRL option taking the value); every registered term
+and sampler is named in a built row. METHODS.md lives beside the project, not in it, so the card check skips where
+it is absent (a clone of the project alone, as in CI)."""
 
 from __future__ import annotations
 
@@ -118,16 +118,40 @@ def test_rows_say_what_selects_them_or_why_not():
             assert row.status == "built" and row.paper == NO_CARD, f"a row without a card is a built term: {row}"
 
 
-def named_terms(rows: list[Row]) -> set[tuple[str, str]]:
-    """(kind, name) of every term the rows' `<kind>=[a,b]` config names select."""
-    from workbench.shaping.base import KINDS
+def listed(value: str) -> list[str]:
+    """The names of a group override's value: `[a,b]` or `a`."""
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]
+    return [v.strip() for v in value.split(",")]
 
+
+def term_groups() -> dict[str, dict[str, type]]:
+    """Every config group whose entries are registered classes, by group: the shaping kinds (reward, advantage,
+    regularizer) and the samplers."""
+    from workbench.sampling import SAMPLERS
+    from workbench.shaping.base import REGISTRY
+
+    return {**REGISTRY, "sampler": SAMPLERS}
+
+
+def built_names(group: str, section: dict) -> list[str]:
+    """The names of what the composed config's `group` section builds, in order."""
+    from workbench.sampling import build_samplers
+    from workbench.shaping import build_terms
+
+    objects = build_samplers(section) if group == "sampler" else build_terms(group, section)
+    return [o.name for o in objects]
+
+
+def named_terms(rows: list[Row]) -> set[tuple[str, str]]:
+    """(group, name) of every term or sampler the rows' `<group>=[a,b]` / `<group>=a` config names select."""
+    groups = term_groups()
     out = set()
     for row in rows:
         for name in row.names:
             key, value = name.split("=", 1)
-            if key in KINDS:
-                out |= {(key, v.strip()) for v in value.strip("[]").split(",")}
+            if key in groups:
+                out |= {(key, v) for v in listed(value)}
     return out
 
 
@@ -137,8 +161,8 @@ def check_config_name(name: str) -> str | None:
     from workbench.compose import compose
     from workbench.config import to_train_config
     from workbench.shaping import build_terms
-    from workbench.shaping.base import KINDS, REGISTRY
 
+    groups = term_groups()
     key, value = name.split("=", 1)
     if key.startswith("algo."):
         field = key.removeprefix("algo.")
@@ -153,21 +177,17 @@ def check_config_name(name: str) -> str | None:
         return f"{name}: only algo.<field>=<value> options may be dotted"
     if not (CONF / key).is_dir():
         return f"{name}: no config group conf/{key}/"
-    if key in KINDS:
-        if not (value.startswith("[") and value.endswith("]")):
-            return f"{name}: write a term list as {key}=[{value}]"
-        names = [v.strip() for v in value[1:-1].split(",")]
-        unknown = [n for n in names if n not in REGISTRY[key]]
+    names = listed(value)
+    if key in groups:
+        unknown = [n for n in names if n not in groups[key]]
         if unknown:
-            return f"{name}: no registered {key} term {unknown}; registered: {', '.join(sorted(REGISTRY[key]))}"
-    else:
-        names = [value]
+            return f"{name}: {unknown} not in the {key} registry; registered: {', '.join(sorted(groups[key]))}"
     absent = [n for n in names if not (CONF / key / f"{n}.yaml").is_file()]
     if absent:
         return f"{name}: no conf/{key}/{absent[0]}.yaml"
     cfg = to_train_config(compose("train", [name]))
-    if key in KINDS:
-        built = [t.name for t in build_terms(key, getattr(cfg, key))]
+    if key in groups:
+        built = built_names(key, getattr(cfg, key))
         if built != names:
             return f"{name}: composes to {key} terms {built}"
     elif key == "experiment" and cfg.experiment_name != value:
@@ -179,8 +199,10 @@ def test_check_config_name_catches_wrong_names():
     assert check_config_name("reward=[pear]") is None
     assert check_config_name("experiment=lite_ppo") is None
     assert check_config_name("algo.loss_type=dr_grpo") is None
-    assert "no registered reward term" in check_config_name("reward=[no_such_term]")
-    assert "write a term list" in check_config_name("reward=pear")
+    assert "not in the reward registry" in check_config_name("reward=[no_such_term]")
+    assert "not in the sampler registry" in check_config_name("sampler=[no_such_sampler]")
+    assert check_config_name("sampler=knapsack") is None and check_config_name("reward=[correctness,pear]") is None
+    assert "['nope'] not in the advantage registry" in check_config_name("advantage=[bnpo,nope]")
     assert "no conf/experiment/" in check_config_name("experiment=no_such_experiment")
     assert "no config group" in check_config_name("loss_type=bnpo")
     assert "only algo." in check_config_name("reward.pear.weight=0.5")
@@ -195,10 +217,8 @@ def test_every_config_name_of_a_built_row_exists():
 
 
 def test_every_registered_term_is_in_a_built_row():
-    from workbench.shaping.base import REGISTRY
-
-    registered = {(kind, name) for kind, table in REGISTRY.items() for name in table}
+    registered = {(group, name) for group, table in term_groups().items() for name in table}
     named = named_terms([r for r in method_rows() if r.status in BUILT])
     missing = sorted(registered - named)
     assert not missing, ("registered terms that no built row of the README's method table names "
-                         f"(add them to their card's row): {missing}")
+                         f"(README, '### Method status': name each in its card's row): {missing}")
