@@ -6,16 +6,14 @@ module only moves data between TRL's hooks and those two. It extends TRL 1.16 th
 methods, without copying its loops. The order in which TRL calls them for one optimizer step
 (``GRPOTrainer.training_step`` -> ``_prepare_inputs``):
 
-0. ``_generate_and_score_completions`` (ours wraps TRL's), first: in training, the run's samplers
-   (`workbench.sampling`, the ``sampler`` config group) rewrite TRL's generation batch, gathered over processes,
-   same length and groups of ``num_generations``: which prompts, how many groups each, per-rollout prompt lines
-   (``plan_rows``); each process keeps its slice. Nothing on the reward side changes. After scoring (step 4) the
-   samplers see the record and the rows (``observe_rows``; metrics ``sampler/<name>/<key>``).
+0. ``_generate_and_score_completions`` (ours wraps TRL's), first, in training: the samplers (`workbench.sampling`,
+   group ``sampler``) rewrite the gathered generation batch (same length, groups of ``num_generations``: which
+   prompts, how many groups each, prompt lines, forced completion prefixes); each process keeps its slice.
 1. TRL's ``_generate_and_score_completions`` ->
 2. ``_generate`` (ours wraps TRL's): TRL samples the completions; we keep the prompt token ids, the tool mask, and
    (when a term needs them) per-token entropies read off the generation forward passes by a hook on the LM head
    (no extra pass; where generation happens elsewhere, vLLM or the multi-turn tool loop, one extra no-grad pass at
-   reward time).
+   reward time). ``_generate_single_turn`` (ours wraps TRL's) forces the rows' completion prefixes.
 3. ``_calculate_rewards`` (ours replaces TRL's): the per-rollout facts are gathered across processes (groups stay
    whole), ``build_rollouts`` makes the one record, ``fill_signals`` adds what the terms need, and
    ``pipeline.rewards`` gives the weighted sum. TRL gets that sum as its **only** reward column (placeholder
@@ -23,7 +21,9 @@ methods, without copying its loops. The order in which TRL calls them for one op
    ``rewards/total/mean``; the per-term ``rewards/<name>/mean`` come from the pipeline.
 4. back in ``_generate_and_score_completions``: ``pipeline.advantages`` on TRL's group-normalised advantages
    (gathered, transformed, sliced back); the rollout index, correctness and reward of each row join TRL's batch
-   (so the loss side knows the group layout after TRL's shuffle); then samples.jsonl.
+   (so the loss side knows the group layout after TRL's shuffle); then samples.jsonl; the samplers' ``observe``
+   (metrics ``sampler/<name>/<key>``); a sampler with ``second_temperature`` (AEPO) has the rows generated and
+   scored again at its temperature and rows of that batch spliced in (``_second_generation``).
 5. ``_compute_loss`` (ours wraps TRL's) -> ``_get_per_token_logps_and_entropies`` (ours wraps TRL's): inside the
    training forward pass TRL already makes, one ``LossBatch`` (``workbench.shaping.loss_batch``) is built; the
    pipeline's token hooks may rewrite per-token advantages (Clip-Cov) before TRL's loss reads them, and its loss
@@ -33,7 +33,8 @@ methods, without copying its loops. The order in which TRL calls them for one op
    checkpoints, and the samplers' (Knapsack's success rates) in ``sampling_state.json``.
 
 State carried between hooks: ``_generation`` (the last ``_generate``'s prompt ids, tool mask, entropies),
-``_scored`` (the record, rewards and inputs of the batch being scored), ``_loss`` (the micro-batch being trained).
+``_scored`` (the record, rewards and inputs of the batch being scored), ``_loss`` (the micro-batch being trained),
+``_forced`` (the step's forced prefixes), ``_train_entropy`` (the step's training entropies, for AEPO).
 """
 
 from __future__ import annotations
@@ -407,9 +408,8 @@ class ShapingMixin:
         return out
 
     def _second_generation(self, inputs, out):
-        """Step 4b, for a sampler with `second_temperature` (AEPO): the same rows generated and scored again at the
-        temperature it picks from the last step's training-pass entropy (its metrics dropped: TRL's means stay the
-        first batch's), its `positives` given advantage 1 and spliced over the first rows (`splice_rows`)."""
+        """Step 4, AEPO: the rows again at the sampler's temperature (its metrics dropped: TRL's means stay the first
+        batch's), its `positives` given advantage 1 and spliced over the first rows (`splice_rows`)."""
         for s in [s for s in self.samplers if hasattr(s, "second_temperature")]:
             seen = self._train_entropy
             local = torch.tensor([sum(seen) / len(seen) if seen else 0.0], device=self.accelerator.device)
