@@ -1,4 +1,4 @@
-"""The seed methods of issue 21 inside real (tiny) GRPO training: each trains a few steps through `rl train`'s code
+"""The seed methods of issues 21 and 22 inside real (tiny) GRPO training: each trains a few steps through `rl train`'s code
 and logs its own `shaping/<name>/...` diagnostics (the configuration-only presets: their TRL options take effect).
 Reference numbers for each method are in tests/test_method_*.py; this checks they run in the trainer."""
 
@@ -29,6 +29,13 @@ CASES = {
              "regularizer.epo_entropy.kappa_high=2", "algo.per_device_train_batch_size=16",
              "algo.max_completion_length=96", "model.tiny.warm_start_steps=300"], ["epo_entropy"]),
     "siren_top_p": (["regularizer=[siren]"], ["siren"]),
+    # issue 22's reward and advantage methods
+    "ares": (["reward=[correctness,format,ares_entropy]", "reward.ares_entropy.triggers=['+','-','=']"], ["ares_entropy"]),
+    "empo": (["reward=[empo_agreement,format]"], ["empo_agreement"]),
+    "stcr": (["advantage=[asym_stcr]", "advantage.asym_stcr.base=1.05"], ["asym_stcr"]),
+    "riskpo": (["advantage=[riskpo_mvar]", "advantage.riskpo_mvar.bundle_size=2"], ["riskpo_mvar"]),
+    "stratified_grpo": (["experiment=agentic_plain", "advantage=[stratified_grpo]", "algo.per_device_train_batch_size=16",
+                         "algo.max_completion_length=96", "model.tiny.warm_start_steps=300"], ["stratified_grpo"]),
     "lite_ppo": (["experiment=lite_ppo"], []),
     "t1_dynamic_anchor": (["experiment=t1_dynamic_anchor", "algo.ref_model_sync_steps=2"], []),
 }
