@@ -34,7 +34,7 @@ def test_shaping_family_trains_and_logs(case, tiny_overrides, monkeypatch):
 
     def spy_generate(self, prompts):
         out = original_generate(self, prompts)
-        recorded.append(self._gen_entropies is not None)
+        recorded.append(self._generation["entropies"] is not None)
         return out
 
     def spy_pass(self, *a, **kw):
@@ -75,11 +75,11 @@ def test_generation_entropies_match_a_separate_forward_pass(tiny_overrides, monk
     diffs = []
 
     def spy(self, inputs, prompts, completions, completion_ids_list):
-        ref = self._reward_time_entropies(self._last_prompt_ids, completion_ids_list)
+        ref = self._reward_time_entropies(self._generation["prompt_ids"], completion_ids_list)
         mask = torch.zeros_like(ref)
         for i, c in enumerate(completion_ids_list):
             mask[i, : len(c)] = 1
-        diffs.append(float(((self._gen_entropies[:, : ref.size(1)] - ref).abs() * mask).max()))
+        diffs.append(float(((self._generation["entropies"][:, : ref.size(1)] - ref).abs() * mask).max()))
         return original(self, inputs, prompts, completions, completion_ids_list)
 
     monkeypatch.setattr(ShapingMixin, "_calculate_rewards", spy)
