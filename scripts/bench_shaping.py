@@ -13,6 +13,7 @@ Configurations (same tiny model, task, seed and GRPO settings; each in its own s
   c  PEAR + KL-Cov + EMPG (per-token entropies at reward time, read off the generation passes by an LM-head hook)
   drpo, disco, steer, gtpo, hapo_het, copo, epo: issue 21's methods that add no pass (target: within 3% of a)
   ares, empo, stcr, riskpo: issue 22's reward and advantage methods (ares needs reward-time entropies)
+  knapsack, aepo: samplers (aepo's second generation is the cost its paper pays too)
   lp_reg, siren_p: methods that read the logits (one more LM-head projection in the training pass)
 
 Step time is the mean of TRL's step_time over the steps after the first `--skip` (warm-up). Generated lengths
@@ -55,6 +56,9 @@ CONFIGS = {
     "empo": ["reward=[empo_agreement,format]"],
     "stcr": ["reward=[correctness,format]", "advantage=[asym_stcr]"],
     "riskpo": ["reward=[correctness,format]", "advantage=[riskpo_mvar]", "advantage.riskpo_mvar.bundle_size=2"],
+    # samplers (workbench/sampling.py): knapsack re-budgets groups, aepo generates the batch a second time
+    "knapsack": ["reward=[correctness,format]", "sampler=knapsack"],
+    "aepo": ["reward=[correctness,format]", "sampler=aepo"],
     # these two need the logits (loss-batch field): one more LM-head projection inside TRL's training pass
     "lp_reg": ["reward=[correctness,format]", "regularizer=[lp_reg]"],
     "siren_p": ["reward=[correctness,format]", "regularizer=[siren]"],

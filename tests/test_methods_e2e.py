@@ -36,6 +36,11 @@ CASES = {
     "riskpo": (["advantage=[riskpo_mvar]", "advantage.riskpo_mvar.bundle_size=2"], ["riskpo_mvar"]),
     "stratified_grpo": (["experiment=agentic_plain", "advantage=[stratified_grpo]", "algo.per_device_train_batch_size=16",
                          "algo.max_completion_length=96", "model.tiny.warm_start_steps=300"], ["stratified_grpo"]),
+    # issue 22's samplers (workbench/sampling.py): their keys are sampler/<name>/...
+    "knapsack": (["sampler=knapsack", "task.train_size=8"], ["sampler:knapsack"]),
+    "aepo": (["sampler=aepo", "sampler.aepo.threshold=-10"], ["sampler:aepo"]),
+    "apo": (["experiment=agentic_apo", "algo.per_device_train_batch_size=16", "algo.max_completion_length=96",
+             "model.tiny.warm_start_steps=300", "sampler.apo.per_mode=1"], ["sampler:apo", "mode_cost"]),
     "lite_ppo": (["experiment=lite_ppo"], []),
     "t1_dynamic_anchor": (["experiment=t1_dynamic_anchor", "algo.ref_model_sync_steps=2"], []),
 }
@@ -56,9 +61,16 @@ def test_method_trains_and_logs(case, tiny_overrides):
     assert [r["step"] for r in rows] == [1, 2, 3]
     keys = set().union(*rows)
     for term in terms:
-        logged = sorted(k for k in keys if k.startswith(f"shaping/{term}/"))
+        prefix = f"sampler/{term[8:]}/" if term.startswith("sampler:") else f"shaping/{term}/"
+        logged = sorted(k for k in keys if k.startswith(prefix))
         assert logged, (term, sorted(keys))
     assert all(r.get("train/loss") is not None for r in rows)
+    if case == "knapsack":  # prompts are revisited from step 2 (8 prompts), so their success rates are known
+        assert rows[-1]["sampler/knapsack/known_prompts"] > 0
+    if case == "aepo":  # the second generation at the high temperature (entropy starts at 0 <= the target)
+        assert rows[0]["sampler/aepo/temperature"] == pytest.approx(1.2)
+    if case == "apo":  # every forced rollout starts with its mode tag
+        assert all(r["sampler/apo/compliance"] == 1.0 for r in rows if "sampler/apo/compliance" in r)
     if case == "epo":
         assert max(r.get("shaping/epo_entropy/turns", 0) for r in rows) >= 1
     if case == "t1_dynamic_anchor":

@@ -42,7 +42,7 @@ DEFAULT_SPEC = ".3f"
 SCALE_FREE = ".3g"  # a term's weighted contribution or diagnostic: any scale (a cost term's is ~1e-5 $ x its weight)
 
 #: Namespaces a logged key keeps as is (`canonical_metrics`); any other TRL/Trainer key goes under `train/`.
-NAMESPACES = ("train/", "eval/", "length/", "entropy/", "cost/", "shaping/", "perf/", "tools/", "modes/", "turns/")
+NAMESPACES = ("train/", "eval/", "length/", "entropy/", "cost/", "shaping/", "sampler/", "perf/", "tools/", "modes/", "turns/")
 #: TRL/Trainer log keys renamed into the workbench's namespaces (the rest: `train/<key>`).
 TRL_RENAME = {
     "entropy": "entropy/mean",
@@ -117,6 +117,8 @@ _TABLE = [
          **{"shaping/<term>/mean": dict(spec=SCALE_FREE)}),
     _row("shaping/<term>/<key>", "extra per-term diagnostics (e.g. selected-token fraction of a regularizer)",
          **{"shaping/<term>/<key>": dict(spec=SCALE_FREE)}),
+    _row("sampler/<name>/<key>", "a sampler's diagnostics (e.g. APO's forced share and compliance; workbench/sampling.py)",
+         **{"sampler/<name>/<key>": dict(spec=SCALE_FREE)}),
     _row("length/mean", "mean completion length in tokens", LOWER, TOKENS,
          **{"length/mean": dict(label="len", axis="tokens per completion")}),
     _row("length/clip_ratio", "fraction of completions that hit `max_completion_length` without EOS", LOWER, SHARE),
