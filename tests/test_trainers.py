@@ -59,7 +59,7 @@ def test_epoch_seeded_sampler_gives_a_resumed_epoch_the_uninterrupted_order():
     trained epoch 2 in epoch 0's order. With `epoch_seeded`, epoch k's order depends on k only."""
     from trl.trainer.utils import RepeatSampler
 
-    from workbench.trainers import epoch_seeded
+    from workbench.callbacks import epoch_seeded
 
     def make():
         return epoch_seeded(RepeatSampler(list(range(12)), mini_repeat_count=2, batch_size=3, repeat_count=1,

@@ -1,5 +1,6 @@
-"""Trainer callbacks: the metrics file, periodic held-out evaluation, the progress line, and W&B under the
-workbench's metric names. `canonical_metrics` maps TRL/Trainer log keys to the documented names."""
+"""Trainer callbacks: the metrics file, periodic held-out evaluation, the progress line, W&B under the
+workbench's metric names, and the per-epoch data order a resumed run keeps (`epoch_seeded`, `EpochSeedCallback`).
+`canonical_metrics` maps TRL/Trainer log keys to the documented names."""
 
 from __future__ import annotations
 
@@ -131,3 +132,37 @@ def make_wandb_callback(config: dict[str, Any] | None = None, rollouts_per_step:
     return WorkbenchWandbCallback()
 
 
+def epoch_seeded(sampler):
+    """TRL's RepeatSampler, with each epoch's order seeded by `seed + epoch` (`set_epoch`, which transformers calls
+    through accelerate's dataloader at every epoch start, the resumed one included).
+
+    Why: TRL's sampler draws every epoch's permutation from one generator that advances across epochs, and
+    transformers does not replay earlier epochs on resume, so a run resumed in epoch k >= 1 trained epoch k in epoch
+    0's order: a SLURM run requeued at step 104 of 25-step epochs diverged from the uninterrupted run at step 105.
+    Epoch 0's order is TRL's (seed + 0); later epochs differ from plain TRL's order but are the same whether or not
+    the run was resumed. A sampler without a seed or without shuffling is returned unchanged. accelerate's
+    `set_epoch` does not reach the sampler through the batch sampler that resumed epochs skip batches with
+    (three wrappers deep), so `EpochSeedCallback` also sets it at every epoch start."""
+    from trl.trainer.utils import RepeatSampler
+
+    class EpochSeededRepeatSampler(RepeatSampler):
+        def set_epoch(self, epoch: int) -> None:
+            if self.shuffle and self.seed is not None:
+                self.generator.manual_seed(int(self.seed) + int(epoch))
+
+    if type(sampler) is RepeatSampler and sampler.shuffle and sampler.seed is not None:
+        sampler.__class__ = EpochSeededRepeatSampler  # same object and arguments; one method added
+    return sampler
+
+
+class EpochSeedCallback(TrainerCallback):
+    """At each epoch start (the resumed one included: `state.epoch` is restored from the checkpoint, e.g. 1.12), seed
+    the trainer's `epoch_seeded` sampler with that epoch, before the epoch's dataloader iterator is made."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        sampler = getattr(self.trainer, "_epoch_sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(math.floor(float(state.epoch or 0.0) + 1e-6))
