@@ -211,11 +211,12 @@ def test_resume_after_scancel_runs_only_the_unfinished_jobs(slurm_env, tmp_path)
 
 def test_a_job_at_its_time_limit_checkpoints_is_requeued_and_resumes(slurm_env, tmp_path):
     # A 2-minute limit with USR2 45 s before it, which SLURM delivers up to 30 s early: 45-75 s into each attempt.
-    # 0.15-0.25 s a step here: 600 steps are 90-150 s of training, so the first attempt is always stopped; an
+    # 0.09-0.25 s a step here (0.09 on a quiet machine): 800 steps are 72-200 s of training plus the start, so the
+    # first attempt is always stopped (600 steps once finished inside the first attempt on a quiet CI machine); an
     # attempt starts training within ~15-30 s (imports, the tiny model from its cache, the checkpoint), so each one
-    # makes progress and the run ends within a few requeues (max_num_timeout=6).
-    steps = 600
-    overrides = ["experiment=quickstart", *SMALL, f"algo.max_steps={steps}", "algo.save_steps=1000", "samples_every=0",
+    # makes progress and the run ends within a few requeues (max_num_timeout=8).
+    steps = 800
+    overrides = ["experiment=quickstart", *SMALL, f"algo.max_steps={steps}", "algo.save_steps=100000", "samples_every=0",
                  "eval.at_end=false", "logger=none"]
     # the uninterrupted reference, alongside (one core each)
     ref = subprocess.Popen([sys.executable, "-m", "cli.main", "train", *overrides, "seed=1",
@@ -225,7 +226,7 @@ def test_a_job_at_its_time_limit_checkpoints_is_requeued_and_resumes(slurm_env, 
     t0 = time.time()
     res = rl_sweep(slurm_env, *overrides, "seed=choice(1)", f"runs_dir={runs}", "hydra/launcher=slurm_cpu",
                    "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=45",
-                   "hydra.launcher.max_num_timeout=6", "--quiet", timeout=1200)
+                   "hydra.launcher.max_num_timeout=8", "--quiet", timeout=1500)
     took = time.time() - t0
     ref_out, ref_err = ref.communicate(timeout=600)
     assert ref.returncode == 0, ref_err[-3000:]
