@@ -104,12 +104,18 @@ def _train(overrides, tmp_path):
 # ----------------------------------------------------------------------------------------------- the command
 
 
-def test_vllm_serve_dry_run_is_the_run_s_server_or_a_one_line_error(tmp_path):
+def test_vllm_serve_dry_run_is_the_run_s_server_or_a_one_line_error(tmp_path, monkeypatch):
     """`rl vllm-serve --dry-run` prints the server of the run's overrides: its model folder in model.dtype at the
     run's port, TRL's settings, and on CPU the weight-file extension and eager mode. Without vllm: one line."""
     from typer.testing import CliRunner
 
     from cli.main import app
+
+    if HAS_VLLM:  # the dry run prints the settings it adds: unset those an earlier in-process vLLM test set
+        from workbench.evaluation import vllm_backend
+
+        for key in {**vllm_backend.COMMON_ENV, **vllm_backend.CPU_ENV}:
+            monkeypatch.delenv(key, raising=False)
 
     overrides = [*TINY_SERVER, "algo.vllm_server_port=8123", f"runs_dir={tmp_path / 'runs'}"]
     res = CliRunner().invoke(app, ["vllm-serve", "--dry-run", *overrides, "--", "--max-num-seqs", "7"])
