@@ -28,6 +28,12 @@ class OutputFormat(str, Enum):
     csv = "csv"
 
 
+#: The choices of --correction and --pairing as the help lists them; they are workbench.stats.CORRECTIONS and
+#: workbench.compare.PAIRINGS (not imported here: scipy; tests/test_compare_stats.py checks they agree).
+CORRECTION_CHOICES = "holm, bonferroni, none"
+PAIRING_CHOICES = "auto, off"
+
+
 class SignificanceTest(str, Enum):
     """The test of each group against the baseline (workbench.stats)."""
 
@@ -64,6 +70,19 @@ def compare_command(
         SignificanceTest, typer.Option("--test", help="Significance test against the baseline: welch, permutation (exact) or "
                                                 "bootstrap (the exact permutation test below 5 seeds a side).")
     ] = SignificanceTest.welch,
+    correction: Annotated[
+        str, typer.Option("--correction", help="Multiple-comparison correction over every test of the table: "
+                                             f"{CORRECTION_CHOICES} (the first is the default).")
+    ] = "holm",
+    pairing: Annotated[
+        str, typer.Option("--pairing", help=f"{PAIRING_CHOICES}: auto = the paired t-test when every run of a group "
+                                          "has a baseline run with the same seed (--test welch), off = Welch always.")
+    ] = "auto",
+    resolve: Annotated[
+        Optional[list[str]],
+        typer.Option("--resolve", help="Say how many seeds per group resolve this difference (power 0.8, the table's "
+                                       "alpha): VALUE for every metric or METRIC=VALUE (repeatable), e.g. 0.02 = 2 pt."),
+    ] = None,
     samples: Annotated[
         int, typer.Option("--samples", help="Completions per run in the report's sample browser.")
     ] = 12,
@@ -73,6 +92,8 @@ def compare_command(
     Groups: runs whose configs are equal except seed (and name, runs_dir, logger, output paths) form a group; --group-by KEY groups by the listed key prefixes only (reward = the whole reward subtree). Baseline: the first group, or --baseline KEY=VALUE (VALUE as YAML; null = key absent).
 
     Per-run value of a metric: eval results of the final checkpoint (eval/... keys), else summary.json, else metrics.jsonl (last value for eval/..., mean of the last 10 rows otherwise). Cells: mean over seeds +- half the 95% t interval; ≈ = not significantly different from the baseline (Welch's t-test, permutation or bootstrap test, p >= 0.05); ? = not testable (fewer than 2 seeds); one seed shows its run's own interval over eval problems as [low, high]. Best per column in bold.
+
+    Statistics: groups whose runs share seeds with the baseline are tested paired (paired t-test), others with Welch's t-test; p-values are corrected over every test of the table (--correction holm by default); the footer gives the smallest difference the seeds resolve (power 0.8) and, with --resolve, the seeds per group a target difference needs.
 
     Default metrics: eval/pass@1 (else eval/accuracy), eval/length/mean (else length/mean), cost/mean, entropy/mean. Failed and running runs are listed separately, never mixed in.
     """
@@ -89,7 +110,8 @@ def compare_command(
     from workbench.compare import CompareError, compare
 
     try:
-        comp = compare(paths, metrics=metric, group_by=group_by, baseline=baseline, test=test)
+        comp = compare(paths, metrics=metric, group_by=group_by, baseline=baseline, test=test,
+                       correction=correction, pairing=pairing, resolve=resolve)
     except CompareError as e:
         fail(" ".join(str(e).split()))
 
@@ -113,13 +135,13 @@ def compare_command(
 
         try:
             out = write_report(comp, report, samples_per_run=samples, command=_command_line(
-                paths, group_by, metric, baseline, report, fmt, test, samples))
+                paths, group_by, metric, baseline, report, fmt, test, samples, correction, pairing, resolve))
         except OSError as e:
             fail(f"cannot write report {report}: {e}")
         typer.echo(f"report: {out}", err=fmt != "table")
 
 
-def _command_line(paths, group_by, metric, baseline, report, fmt, test, samples) -> str:
+def _command_line(paths, group_by, metric, baseline, report, fmt, test, samples, correction, pairing, resolve) -> str:
     """The command as parsed (sys.argv is not the command under a test runner)."""
     parts = ["rl", "compare", *paths]
     for g in group_by or []:
@@ -135,4 +157,10 @@ def _command_line(paths, group_by, metric, baseline, report, fmt, test, samples)
         parts += ["--test", test]
     if samples != 12:
         parts += ["--samples", str(samples)]
+    if correction != "holm":
+        parts += ["--correction", correction]
+    if pairing != "auto":
+        parts += ["--pairing", pairing]
+    for r in resolve or []:
+        parts += ["--resolve", r]
     return shlex.join(parts)

@@ -60,6 +60,7 @@ from workbench.compare.cells import (
     ALPHA,
     MARK_NOT_SIGNIFICANT,
     MARK_UNTESTABLE,
+    PAIRINGS,
     TESTS,
     Cell,
     cell_for,
@@ -82,7 +83,7 @@ from workbench.compare.run import TAIL_ROWS, Run, load_run
 from workbench.grouping import IGNORED_KEYS, config_group_id, flatten, seed_free
 
 __all__ = [
-    "ABSENT", "ALPHA", "IGNORED_KEYS", "LEARNING_CURVE_METRICS", "MARK_NOT_SIGNIFICANT", "MARK_UNTESTABLE", "TAIL_ROWS",
+    "ABSENT", "ALPHA", "IGNORED_KEYS", "LEARNING_CURVE_METRICS", "MARK_NOT_SIGNIFICANT", "MARK_UNTESTABLE", "PAIRINGS", "TAIL_ROWS",
     "TESTS", "Cell", "CompareError", "Comparison", "Group", "Missing", "Run", "cell_for", "compare", "config_group_id",
     "default_metrics", "differing_keys", "display_columns", "find_baseline", "first_present", "flatten",
     "format_number", "format_value", "get_nested", "group_runs", "grouping_flat", "is_run_dir", "load_run",

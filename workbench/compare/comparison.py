@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from workbench import metric_catalog
 from workbench.compare import render
 from workbench.compare.cells import (
-    ALPHA, MARK_NOT_SIGNIFICANT, MARK_UNTESTABLE, TESTS, Cell, cell_for, describe_test, mark_cells)
+    ALPHA, MARK_NOT_SIGNIFICANT, MARK_UNTESTABLE, PAIRINGS, TESTS, Cell, cell_for, correct, describe_test, mark_cells)
 from workbench.compare.display import number_spec
 from workbench.compare.errors import CompareError
 from workbench.compare.groups import Group, find_baseline, group_runs
@@ -51,6 +51,10 @@ class Comparison:
     group_by: list[str] | None
     available: list[str]
     inputs: list[str]
+    correction: str = "holm"
+    pairing: str = "auto"
+    family: int = 0  # tests corrected over (non-baseline cells with a p-value)
+    resolve: dict[str, float] = field(default_factory=dict)  # metric -> target difference (--resolve)
 
     @property
     def runs(self) -> list[Run]:
@@ -64,7 +68,73 @@ class Comparison:
         return self.cells[key]
 
     def test_name(self) -> str:
-        return describe_test(self.test)
+        return describe_test(self.test, self.pairing)
+
+    def tested(self) -> list[tuple[int, str]]:
+        """The (group, metric) cells tested against the baseline: the family the correction runs over."""
+        return [(g.index, m) for m in self.metrics for g in self.groups if g.index != self.baseline]
+
+    def family_level(self) -> float:
+        """The per-test level a difference must reach whatever the other tests give (`stats.family_alpha`)."""
+        from workbench.stats import family_alpha
+
+        return family_alpha(self.alpha, self.family, self.correction)
+
+    def difference_text(self, metric: str, d: float) -> str:
+        """A difference of a metric's values: in points (of 100) for a rate, else at the value's precision."""
+        if metric_catalog.is_fraction(metric):
+            return f"{100 * d:.1f} pt"
+        return f"{d:.3g}"
+
+    def statistics_lines(self) -> list[str]:
+        """The footer's lines on pairing, the multiple-comparison correction, the smallest resolvable difference and
+        the seeds a --resolve target needs."""
+        if len(self.groups) < 2:
+            return []
+        tested = [(gi, m, self.cells[(gi, m)]) for gi, m in self.tested()]
+        lines = []
+        if self.test == "welch":
+            paired = {gi: c.pairs for gi, _, c in tested if c.pairs}
+            unpaired = [(gi, c) for gi, _, c in tested if not c.pairs and math.isfinite(c.p)]
+            parts = []
+            if paired:
+                parts.append("paired (n seeds): " + ", ".join(f"#{gi + 1} ({n})" for gi, n in sorted(paired.items())))
+            if unpaired:
+                first = {gi: c for gi, c in reversed(unpaired)}  # a group's first tested metric
+                partial = [f"#{gi + 1} ({c.partners} of its {c.n} runs have one)" for gi, c in sorted(first.items())
+                           if 0 < c.partners]
+                parts.append("Welch: " + ", ".join(f"#{gi + 1}" for gi in sorted(first))
+                             + ("; partial pairing (not every run on both sides has a seed partner), tested "
+                                f"unpaired with every run: {', '.join(partial)}" if partial else ""))
+            rule = ("a group is paired when every run on both sides has a baseline partner with the same seed and "
+                    "the same values of any key that varies within the groups" if self.pairing == "auto"
+                    else "pairing off (--pairing off)")
+            lines.append(f"Test per group: {'; '.join(parts) or 'none testable'} ({rule}).")
+        what = f"{self.family} test(s): {len(self.groups) - 1} group(s) × {len(self.metrics)} metric(s) against the baseline"
+        if self.correction == "none":
+            lines.append(f"Multiple comparisons: not corrected (--correction none); {what}, each at α = {self.alpha:g}.")
+        else:
+            name = {"holm": "Holm's step-down", "bonferroni": "Bonferroni"}[self.correction]
+            lines.append(f"Multiple comparisons: {name} correction over {what}; {MARK_NOT_SIGNIFICANT} and p_adj use "
+                         "the adjusted p-values (raw p: CSV column p_value, HTML tooltips; --correction none turns it off).")
+        level = self.family_level()
+        per_metric = []
+        for m in self.metrics:
+            bits = [f"#{gi + 1} {self.difference_text(m, c.mde)} ({c.pairs or c.n} {'paired ' if c.pairs else ''}seeds)"
+                    for gi, mm, c in tested if mm == m and math.isfinite(c.mde)]
+            if bits:
+                per_metric.append(f"{m}: " + ", ".join(bits))
+        if per_metric:
+            lines.append(f"Smallest resolvable difference (two-sided α = {level:.3g} per test, power 0.8, the observed "
+                         "spread over seeds; paired: of the per-seed differences; t-test power): "
+                         + "; ".join(per_metric) + ".")
+        for m, target in self.resolve.items():
+            bits = [f"#{gi + 1} {c.seeds_needed if c.seeds_needed is not None else 'more than 10000'}"
+                    for gi, mm, c in tested if mm == m and math.isfinite(c.mde)]
+            if bits:
+                lines.append(f"To resolve {self.difference_text(m, target)} in {m} (α = {level:.3g}, power 0.8, "
+                             "observed spread): needs N seeds per group: " + ", ".join(bits) + ".")
+        return lines
 
     def footer(self) -> list[str]:
         base = self.groups[self.baseline]
@@ -75,8 +145,9 @@ class Comparison:
                "not over seeds. " if one_seed else " (one seed: mean only). ")
             + f"Baseline: {base.title}.",
             f"{MARK_NOT_SIGNIFICANT} = difference to the baseline not significant ({self.test_name()}, two-sided "
-            f"p ≥ {self.alpha:g}, per-seed values); {MARK_UNTESTABLE} = not testable (fewer than 2 seeds on one side); "
-            f"no mark = significant.",
+            f"p{'_adj' if self.correction != 'none' else ''} ≥ {self.alpha:g}, per-seed values); {MARK_UNTESTABLE} = "
+            f"not testable (fewer than 2 seeds on one side); no mark = significant.",
+            *self.statistics_lines(),
             "Best per column in bold: higher accuracy/pass@k/maj@k/reward, lower length/cost; entropy is not ranked.",
             "Per-run value: eval results of the final checkpoint (eval/... keys), else summary.json, else metrics.jsonl "
             f"(last value for eval/..., mean of the last {TAIL_ROWS} rows otherwise).",
@@ -110,7 +181,8 @@ class Comparison:
     def delta_text(self, gi: int, metric: str) -> str:
         """A group's change against the baseline: 'Δ -2.4 pt, p=0.41' for a rate (accuracy, pass@k, maj@k: points of
         100), 'Δ -26.4 (-60%), p=0.001' otherwise (the difference at the values' precision and in % of the
-        baseline's mean); the p-value of the significance test on per-seed values is left out when untestable.
+        baseline's mean); the p-value of the significance test on per-seed values (p_adj: after the table's
+        multiple-comparison correction) is left out when untestable.
         '' for the baseline or a missing mean."""
         if gi == self.baseline or (gi, metric) not in self.cells:
             return ""
@@ -124,8 +196,8 @@ class Comparison:
             text = f"Δ {format(d, '+' + number_spec(max(abs(c.mean), abs(b.mean))))}"
             if b.mean != 0:
                 text += f" ({100 * d / abs(b.mean):+.0f}%)"
-        if math.isfinite(c.p):
-            text += f", p={c.p:.2g}"
+        if math.isfinite(c.p_adj):
+            text += f", p{'_adj' if self.correction != 'none' else ''}={c.p_adj:.2g}"
         return text
 
     # the text renderers (workbench.compare.render); the HTML one is workbench.report
@@ -146,10 +218,22 @@ def compare(
     baseline: str | None = None,
     test: str = "welch",
     alpha: float = ALPHA,
+    correction: str = "holm",
+    pairing: str = "auto",
+    resolve: Sequence[str] | None = None,
 ) -> Comparison:
-    """Load, group, and fill the table cells with means, intervals, best flags and significance markers."""
+    """Load, group, and fill the table cells with means, intervals, best flags and significance markers.
+
+    correction: `workbench.stats.CORRECTIONS` over every test of the table; pairing: `PAIRINGS`; resolve: targets
+    'VALUE' (every metric of the table) or 'METRIC=VALUE', in the metric's units (0.02 = 2 points of a rate)."""
+    from workbench.stats import CORRECTIONS
+
     if test not in TESTS:
         raise CompareError(f"unknown --test {test!r}; choose {', '.join(TESTS)}")
+    if correction not in CORRECTIONS:
+        raise CompareError(f"unknown --correction {correction!r}; choose {', '.join(CORRECTIONS)}")
+    if pairing not in PAIRINGS:
+        raise CompareError(f"unknown --pairing {pairing!r}; choose {', '.join(PAIRINGS)}")
     runs, excluded = load_runs(paths)
     if not runs:
         desc = ", ".join(f"{e.path} ({e.status})" for e in excluded[:5])
@@ -173,11 +257,34 @@ def compare(
     for g in groups:
         for m in metrics:
             cells[(g.index, m)] = cell_for(g, m)
+    targets = parse_resolve(resolve or [], metrics)
     for m in metrics:
-        mark_cells(cells, groups, m, base, test, alpha)
+        mark_cells(cells, groups, m, base, test, pairing)
+    tested = [(cells[(g.index, m)], cells[(base, m)]) for m in metrics for g in groups if g.index != base]
+    family = correct(tested, correction, alpha, targets)
     columns = list(groups[0].values) if groups else []
     return Comparison(groups, excluded, list(metrics), base, cells, columns, test, alpha,
-                      list(group_by) if group_by else None, sorted(available), [str(p) for p in paths])
+                      list(group_by) if group_by else None, sorted(available), [str(p) for p in paths],
+                      correction, pairing, family, targets)
+
+
+def parse_resolve(specs: Sequence[str], metrics: Sequence[str]) -> dict[str, float]:
+    """--resolve targets: 'VALUE' for every metric of the table, 'METRIC=VALUE' for one (later specs win)."""
+    out: dict[str, float] = {}
+    for spec in specs:
+        name, eq, raw = str(spec).rpartition("=")
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not math.isfinite(value) or value <= 0:
+            raise CompareError(f"--resolve {spec!r}: want a positive difference, VALUE or METRIC=VALUE "
+                               "(e.g. 0.02 or eval/accuracy=0.02)")
+        if eq and name not in metrics:
+            raise CompareError(f"--resolve {spec!r}: {name} is not a metric of the table; metrics: {', '.join(metrics)}")
+        for m in ([name] if eq else metrics):
+            out[m] = value
+    return out
 
 
 def first_present(comp: Comparison, options: Iterable[str]) -> str | None:

@@ -161,3 +161,42 @@ def find_baseline(groups: Sequence[Group], spec: str | None) -> int:
         raise CompareError(f"--baseline {spec} matches {len(hits)} groups ("
                            + "; ".join(groups[i].title for i in hits) + "); use a more specific KEY=VALUE")
     return hits[0]
+
+
+def within_keys(runs: Sequence[Run]) -> set[str]:
+    """The seed-free config keys whose values differ between these runs (a `--group-by` group pools settings)."""
+    flats = [seed_free(r.flat_config()) for r in runs]
+    keys = {k for f in flats for k in f}
+    return {k for k in keys if len({canonical(f.get(k, "\0missing")) for f in flats}) > 1}
+
+
+def partner_keys(runs: Sequence[Run], base: Sequence[Run]) -> tuple[list[str | None], list[str | None]]:
+    """Each run's partner key on both sides: its seed and its values of every key that varies within either side
+    (the keys a `--group-by` group pools); None for a run without a seed. Equal keys = seed partners."""
+    keys = sorted(within_keys(runs) | within_keys(base))
+
+    def key(r: Run) -> str | None:
+        if r.seed is None:
+            return None
+        flat = r.flat_config()
+        return canonical([r.seed, [flat.get(k, "\0missing") for k in keys]])
+
+    return [key(r) for r in runs], [key(r) for r in base]
+
+
+def pair_runs(runs: Sequence[Run], base: Sequence[Run]) -> list[tuple[int, int]] | None:
+    """Seed partners (`partner_keys`) between a group's runs and the baseline's, as (i, j) index pairs. Only a
+    complete one-to-one pairing counts: None when a run lacks a seed, two runs of a side share a partner key, or some
+    run on either side has no partner (a partial pairing is tested unpaired, with every run)."""
+    ka, kb = partner_keys(runs, base)
+    if None in ka or None in kb or len(set(ka)) != len(ka) or len(set(kb)) != len(kb) or set(ka) != set(kb):
+        return None
+    where = {k: j for j, k in enumerate(kb)}
+    return [(i, where[k]) for i, k in enumerate(ka)]
+
+
+def partner_count(runs: Sequence[Run], base: Sequence[Run]) -> int:
+    """How many of `runs` have a seed partner in `base`, to say how partial a pairing is."""
+    ka, kb = partner_keys(runs, base)
+    have = {k for k in kb if k is not None}
+    return sum(1 for k in ka if k is not None and k in have)

@@ -33,7 +33,8 @@ def markdown(comp: Any) -> str:
     lines += [esc(f) for f in comp.footer()]
     if len(comp.groups) > 1:
         lines.append("Δ = the group's mean minus the baseline's: in points (of 100) for accuracy, pass@k and maj@k, "
-                     "else also in % of the baseline's mean; p = the test's two-sided p-value on per-seed values.")
+                     "else also in % of the baseline's mean; p = the test's two-sided p-value on per-seed values"
+                     + (f" (p_adj: after the {comp.correction} correction)." if comp.correction != "none" else "."))
     if comp.excluded:
         lines.append("")
         lines.append("Not compared (not completed):")
@@ -52,7 +53,10 @@ def csv_text(comp: Any) -> str:
     w = csv.writer(buf)
     head = ["group", "label", "baseline", "runs", "seeds", *comp.columns, "n"]
     for m in comp.metrics:
-        head += [m, f"{m}/ci_low", f"{m}/ci_high", f"{m}/ci_over", f"{m}/n", f"{m}/p_value"]
+        head += [m, f"{m}/ci_low", f"{m}/ci_high", f"{m}/ci_over", f"{m}/n", f"{m}/p_value", f"{m}/p_adjusted",
+                 f"{m}/paired_seeds", f"{m}/min_detectable_diff"]
+        if m in comp.resolve:
+            head.append(f"{m}/seeds_to_resolve")
     w.writerow(head)
     for gi, g in enumerate(comp.groups):
         row: list[Any] = [gi + 1, g.label, gi == comp.baseline, ";".join(str(r.path) for r in g.runs),
@@ -60,7 +64,10 @@ def csv_text(comp: Any) -> str:
         for m in comp.metrics:
             c = comp.cells[(gi, m)]
             row += [_csv_num(c.mean), _csv_num(c.low), _csv_num(c.high),
-                    c.over if math.isfinite(c.low) else "", c.n, _csv_num(c.p)]
+                    c.over if math.isfinite(c.low) else "", c.n, _csv_num(c.p), _csv_num(c.p_adj),
+                    c.pairs or "", _csv_num(c.mde)]
+            if m in comp.resolve:
+                row.append("" if c.seeds_needed is None else c.seeds_needed)
         w.writerow(row)
     return buf.getvalue()
 

@@ -69,7 +69,12 @@ def table_html(comp: Comparison) -> str:
                 body = f"<b>{body}</b>"
             tip = f"n={c.n}; seeds: {', '.join(format_number(v) for v in c.values)}"
             if math.isfinite(c.p):
-                tip += f"; p={c.p:.3g} vs baseline"
+                tip += (f"; {'paired over ' + str(c.pairs) + ' seeds' if c.pairs else 'unpaired'}; raw p={c.p:.3g} "
+                        f"vs baseline")
+                if comp.correction != "none":
+                    tip += f"; {comp.correction}-adjusted p={c.p_adj:.3g}"
+                if math.isfinite(c.mde):
+                    tip += f"; smallest resolvable difference {comp.difference_text(m, c.mde)}"
             if c.marker:
                 body += f' <span class="mark">{esc(c.marker)}</span>'
             delta = comp.delta_text(gi, m)
@@ -81,7 +86,9 @@ def table_html(comp: Comparison) -> str:
     foot = comp.footer()
     if len(comp.groups) > 1:
         foot.append("Δ (second line) = the group's mean minus the baseline's: in points (of 100) for accuracy, pass@k "
-                    "and maj@k, else also in % of the baseline's mean; p = the test's two-sided p-value.")
+                    "and maj@k, else also in % of the baseline's mean; p = the test's two-sided p-value"
+                    + (f" (p_adj: after the {comp.correction} correction; the raw p is in each cell's tooltip)."
+                       if comp.correction != "none" else "."))
     out.append('<div class="footer">' + "".join(f"<p>{esc(f)}</p>" for f in foot) + "</div>")
     return "".join(out)
 
