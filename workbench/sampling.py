@@ -373,7 +373,7 @@ class APO(Sampler):
 PROMPT_KEYS = ("prompt_ids", "prompt_mask")
 COMPLETION_KEYS = ("completion_ids", "completion_mask", "old_per_token_logps", "sampling_per_token_logps",
                    "ref_per_token_logps", "tool_mask", "importance_sampling_ratio")
-ROW_KEYS = ("advantages", "rollout_index", "rollout_correct", "rollout_reward")
+ROW_KEYS = ("advantages", "rollout_index", "rollout_correct", "rollout_reward", "rollout_group_accuracy")
 
 
 def splice_rows(batch: dict[str, Any], extra: dict[str, Any], take: Any, pad_id: int) -> dict[str, Any]:
@@ -471,3 +471,4 @@ class AEPO(Sampler):
         """Once per step: the trainer files them after the second generation (and finds none at `observe`)."""
         out, self._last = self._last, {}
         return out
+from workbench import sampling_replay  # noqa: E402,F401  (registers spear_replay in SAMPLERS)

@@ -23,7 +23,8 @@ methods, without copying its loops. The order in which TRL calls them for one op
    (gathered, transformed, sliced back); the rollout index, correctness and reward of each row join TRL's batch
    (so the loss side knows the group layout after TRL's shuffle); then samples.jsonl; the samplers' ``observe``
    (metrics ``sampler/<name>/<key>``); a sampler with ``second_temperature`` (AEPO) has the rows generated and
-   scored again at its temperature and rows of that batch spliced in (``_second_generation``).
+   scored again at its temperature and rows of that batch spliced in (``_second_generation``); a replay sampler
+   (SPEAR) has stored past rows spliced over zero-advantage rows and the batch admitted (``workbench.replay``).
 5. ``_compute_loss`` (ours wraps TRL's) -> ``_get_per_token_logps_and_entropies`` (ours wraps TRL's): inside the
    training forward pass TRL already makes, one ``LossBatch`` (``workbench.shaping.loss_batch``) is built; the
    pipeline's token hooks may rewrite per-token advantages (Clip-Cov) before TRL's loss reads them, and its loss
@@ -53,6 +54,7 @@ from workbench.callbacks import EpochSeedCallback, epoch_seeded
 from workbench.config import ConfigError, PriceConfig
 from workbench.evaluation import vllm_backend
 from workbench.prompts import prompt_text
+from workbench.replay import ReplayMixin
 from workbench.rollouts import Rollouts, build_rollouts, step_metrics
 from workbench.runs import RunDir, append_jsonl
 from workbench.sampling import COMPLETION_PREFIX, Sampler, observe_rows, plan_rows, splice_rows
@@ -85,7 +87,7 @@ class TermReward:
         raise RuntimeError(f"reward term '{self.__name__}' is computed by the Shaped trainer's _calculate_rewards")
 
 
-class ShapingMixin:
+class ShapingMixin(ReplayMixin):
     """Shared by the GRPO and RLOO subclasses. Set up by `setup_shaping` right after TRL's __init__."""
 
     def __init__(self, *args, **kwargs):
@@ -146,6 +148,7 @@ class ShapingMixin:
                 raise ConfigError(f"sampler={s.name} generates a second batch at another temperature: it needs "
                                   "transformers generation (algo.use_vllm=false) and no loss regularizers")
         self.samplers = list(samplers)
+        self.check_replay()  # workbench.replay: what splicing stored rows needs
         self._train_entropy: list[float] = []  # this step's training-pass token entropies (second_temperature)
 
     def _plan_generation(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -363,11 +366,16 @@ class ShapingMixin:
             out["rollout_index"] = torch.arange(rows.start, rows.stop, device=device)
             out["rollout_correct"] = rollouts.correct[rows].to(device)
             out["rollout_reward"] = rewards[rows].to(device)
+            if "group_accuracy" in self.shaping.fields:  # over the whole group, before any micro-batch split
+                G = int(self.num_generations)
+                acc = rollouts.correct.float().view(-1, G).mean(dim=1).repeat_interleave(G)
+                out["rollout_group_accuracy"] = acc[rows].to(device)
         if self._mode() == "train":
             self._write_samples(step, gather(out["advantages"].reshape(out["advantages"].size(0), -1)[:, 0]).cpu())
         self._scored = None
         if sampling:
             out = self._second_generation(inputs, out)
+            out = self.replay_step(out, step)  # replay samplers (SPEAR): stored rows spliced in, this batch admitted
         return out
 
     def _second_generation(self, inputs, out):
@@ -478,7 +486,13 @@ class ShapingMixin:
             rewards=inputs.get("rollout_reward"),
             step=int(self.state.global_step),
             max_completion_length=int(self.args.max_completion_length),
+            group_accuracy=inputs.get("rollout_group_accuracy"),
         )
+        if "ref_logps" in self.shaping.fields:
+            if inputs.get("ref_per_token_logps") is None:
+                raise ConfigError("a regularizer needs the reference log-probs (loss-batch field 'ref_logps'), which "
+                                  "TRL computes only with algo.beta > 0")
+            batch.ref_logps = inputs["ref_per_token_logps"].detach()
         if hidden:
             batch.logits = self._completion_logits(torch.cat(hidden, dim=0), logits_to_keep)
         if self.shaping.token_regs:

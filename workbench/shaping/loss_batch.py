@@ -27,6 +27,11 @@ Optional (`OPTIONAL_FIELDS`; None unless an active term lists the name in its `f
   LM head never materialises them; the adapter projects the hidden states of TRL's own forward pass through the
   LM head once more (no extra pass through the network). Derived quantities are methods that cache their result:
   `top_p_entropy(p, k)` (SIREN's nucleus entropy).
+* `ref_logps` (B, T), detached: log-probs of the sampled tokens under TRL's reference model (TRL's
+  `ref_per_token_logps`, which it computes only when its `beta > 0`: a term listing this field sets `beta` in its
+  `trl_args`, and the adapter raises if TRL computed none).
+* `group_accuracy` (B,) float: the share of correct rollouts in each row's prompt group, taken over the whole group
+  at generation time and carried with the row through TRL's shuffle (right in any micro-batch split).
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ import torch
 #: Optional LossBatch fields, by the name a term lists in `fields` -> what it holds.
 OPTIONAL_FIELDS: dict[str, str] = {
     "logits": "(B, T, V) temperature-scaled next-token logits at the completion positions, with grad",
+    "ref_logps": "(B, T) log-probs of the sampled tokens under TRL's reference model (needs TRL's beta > 0)",
+    "group_accuracy": "(B,) the share of correct rollouts in each row's prompt group",
 }
 
 
@@ -57,6 +64,8 @@ class LossBatch:
     step: int = 0
     max_completion_length: int | None = None  # the run's generation budget (TRL pads to the batch's longest)
     logits: torch.Tensor | None = None
+    ref_logps: torch.Tensor | None = None
+    group_accuracy: torch.Tensor | None = None
     _cache: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
