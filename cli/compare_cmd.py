@@ -67,8 +67,10 @@ def compare_command(
         OutputFormat, typer.Option("--format", "-f", help="Output on stdout: table (rich), md (Markdown) or csv.")
     ] = OutputFormat.table,
     significance: Annotated[
-        SignificanceTest, typer.Option("--test", help="Significance test against the baseline: welch, permutation (exact) or "
-                                                "bootstrap (the exact permutation test below 5 seeds a side).")
+        SignificanceTest, typer.Option("--test", help="Significance test against the baseline: welch (the t-test: paired where a "
+                                                "group shares its seeds with the baseline, see --pairing; else Welch), "
+                                                "permutation (exact) or bootstrap (the exact permutation test below 5 "
+                                                "seeds a side); the last two never pair.")
     ] = SignificanceTest.welch,
     correction: Annotated[
         str, typer.Option("--correction", help="Multiple-comparison correction over every test of the table: "

@@ -47,10 +47,18 @@ A metric's value for one run
   (`<metric>/ci_low`, `/ci_high` in its eval results or summary.json) as [low, high], when the run has one.
 
 Significance
-  Each group's per-seed values are compared to the baseline group's with Welch's t-test (default), the exact
+  Each group's per-seed values are compared to the baseline group's with the t-test (default), the exact
   permutation test, or a bootstrap test on the difference of means (which falls back to the exact permutation test
-  below 5 seeds on a side); "≈" marks p >= 0.05 (not significant), "?" marks an untestable cell (fewer than two
-  seeds on one side). Best per column: by the metric's better direction in workbench.metric_catalog (the README
+  below 5 seeds on a side). The t-test is paired (scipy's ttest_rel on per-seed differences) when every run on both
+  sides has a seed partner: the same seed and the same values of any key that varies within the two groups
+  (`groups.pair_runs`); otherwise, a partial pairing included, it is Welch's t-test on every run (`--pairing off`:
+  always Welch). The permutation and bootstrap tests are two-sample tests and never pair. The p-values of every
+  test of the table (non-baseline groups x metrics) are adjusted as one family, Holm's step-down by default
+  (`--correction holm|bonferroni|none`, workbench.stats.CORRECTIONS); "≈" marks an adjusted p >= 0.05 (not
+  significant), "?" marks an untestable cell (fewer than two seeds on one side).
+  Each tested cell also gets the smallest difference its seeds resolve: two-sided t-test at the family's strictest
+  level (alpha/m for Holm and Bonferroni), power 0.8, the observed spread (paired: of the differences); and with
+  `--resolve` the seeds per group that would resolve a target difference. Best per column: by the metric's better direction in workbench.metric_catalog (the README
   metric table): highest accuracy/pass@k/maj@k/reward, lowest length/cost/KL/time; entropy and other metrics have
   no "better" direction and are not highlighted.
 """

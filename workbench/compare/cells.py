@@ -1,6 +1,7 @@
 """The statistics of `rl compare`'s table: a cell per (group, metric) with the mean over seeds and its 95% interval,
-the significance test against the baseline group, and the best group per column (its direction from
-`workbench.metric_catalog`). numpy/scipy come in through workbench.stats, only when a cell is computed."""
+the significance test against the baseline group (paired by seed where every run has a partner), the family's
+multiple-comparison correction with the smallest resolvable difference (`correct`), and the best group per column
+(its direction from `workbench.metric_catalog`). numpy/scipy come in through workbench.stats, only when a cell is computed."""
 
 from __future__ import annotations
 
