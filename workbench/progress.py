@@ -7,8 +7,8 @@ every `RL_PROGRESS_INTERVAL` seconds (default 30) and once at the end:
     [eval final] 96/400 (24%)  elapsed 0:01:10  eta 0:03:42  acc 0.41
 
 Also the one place for thread policy: `choose_threads`/`apply_threads`, the CPU thread count for torch (`threads=` in
-conf/train.yaml and conf/eval.yaml), and `ThreadChooser`, which re-chooses it by measured speed during the tiny
-model's warm start; and `quiet_imports`, which keeps a stray line of transformers' out of our output.
+conf/train.yaml and conf/eval.yaml), and `build_threads`, the fixed count the tiny model is built with (so a build
+does not depend on the load); and `quiet_imports`, which keeps a stray line of transformers' out of our output.
 """
 
 from __future__ import annotations
@@ -142,51 +142,27 @@ def apply_threads(setting: int = 0) -> tuple[int, str]:
     return n, why
 
 
-class ThreadChooser:
-    """Chooses torch's intra-op thread count (1 or all cores) by measured time per token, as load changes.
+#: torch's intra-op thread count for building the tiny model (warm start and the greedy accuracy after it), whatever
+#: the cores, the load or OMP_NUM_THREADS. Float sums can depend on how work is split across threads, so a build whose
+#: thread count followed the load (the measured chooser this replaced) was not guaranteed to give the same weights on
+#: another machine or at another time. 1 because every machine has it, and because under load it is also the fastest
+#: (measured on this 2-core machine beside two training processes: 0.4-0.75 s a step on 1 thread, 4.2 s on 2); on an
+#: idle 2-core machine it costs ~1.4x (0.38 vs 0.27 s a step: ~4.5 instead of ~3 min for the default 700 steps).
+BUILD_THREADS = 1
+#: Override of BUILD_THREADS (a positive integer); a build made with another count has its own cache key.
+BUILD_THREADS_ENV = "RL_TINY_BUILD_THREADS"
 
-    Why: on this 2-core machine two OpenMP threads make a warm-start step ~1.4x faster when the machine is
-    idle (0.27 vs 0.38 s), but 4-40x *slower* when other processes compete for the cores (measured: 0.26 s
-    vs 11 s per 1000 tokens), because every op ends in a barrier that waits for whichever thread was
-    descheduled. So: warm up on 1 thread, try each option once, then use the faster, re-trying the other
-    one after `probe_every` steps; each probe that loses doubles the wait (up to 8x), so a heavily loaded
-    machine pays for few probes.
-    """
 
-    def __init__(self, max_threads: int, probe_every: int = 50) -> None:
-        self.options = sorted({1, max(1, max_threads)})
-        self.probe_every = probe_every
-        self.cost: dict[int, float] = {}  # threads -> moving average of seconds per token
-        self._current = self.options[0]
-        self._next_probe = probe_every
-        self._interval = probe_every
+def build_threads() -> int:
+    """The tiny model's build thread count: `$RL_TINY_BUILD_THREADS` when set, else BUILD_THREADS."""
+    raw = os.environ.get(BUILD_THREADS_ENV, "").strip()
+    if not raw:
+        return BUILD_THREADS
+    if not raw.isdigit() or int(raw) < 1:
+        from workbench.errors import ConfigError
 
-    def best(self) -> int:
-        measured = [o for o in self.options if o in self.cost]
-        return min(measured, key=self.cost.__getitem__) if measured else self.options[0]
-
-    def threads_for(self, step: int) -> int:
-        if step == 0 or len(self.options) == 1:  # step 0 pays one-off allocation costs: cheap option
-            return self.options[0]
-        for option in self.options:
-            if option not in self.cost:
-                return option
-        if step >= self._next_probe:
-            return next(o for o in self.options if o != self._current)
-        return self._current
-
-    def record(self, step: int, threads: int, seconds: float, tokens: int) -> None:
-        if step == 0 or tokens <= 0:
-            return
-        cost = seconds / tokens
-        previous = self.cost.get(threads)
-        self.cost[threads] = cost if previous is None else 0.5 * previous + 0.5 * cost
-        if threads != self._current and step >= self._next_probe:  # a probe: back off if it lost
-            won = self.cost[threads] < self.cost[self._current]
-            self._interval = self.probe_every if won else min(8 * self.probe_every, 2 * self._interval)
-            self._next_probe = step + self._interval
-        if all(o in self.cost for o in self.options):
-            self._current = self.best()
+        raise ConfigError(f"{BUILD_THREADS_ENV}={raw!r} must be a positive integer (default {BUILD_THREADS})")
+    return int(raw)
 
 
 def quiet_imports() -> None:

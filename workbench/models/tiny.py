@@ -3,9 +3,10 @@
 Why it exists: this machine has no GPU and no network, yet RL needs a policy that is right some of the
 time (GRPO learns nothing from groups that are all wrong). A short supervised warm start on the task's own
 reference traces gets the ~1M-parameter model to 65-80% greedy held-out accuracy on 2-digit a±b (default
-task, 700 steps of batch 64; 80% measured end to end): ~3 min on 2 idle cores (0.27 s/step), ~4.5 min on
-one core (0.38 s/step). The format is learned within ~100 steps, the arithmetic only after ~500 (as in the
-DESIGN.md prototype: 79.5% after 700 steps).
+task, 700 steps of batch 64; 80% measured end to end): ~4.5 min (0.38 s/step) on the one torch thread every
+build uses, so that a build gives the same weights whatever the machine's load (two idle cores would take ~3 min).
+The format is learned within ~100 steps, the arithmetic only after ~500 (as in the DESIGN.md prototype: 79.5% after
+700 steps).
 
 Recipe, top to bottom (`load_tiny`):
 1. Collect the task's text: training prompts and, for each, a concise and a verbose warm-start trace.
@@ -19,8 +20,9 @@ Recipe, top to bottom (`load_tiny`):
 
 The parts, one idea each: `tiny_tokenizer` (character tokenizer, chat templates), `tiny_arch` (the Qwen2 config and
 its checks), `tiny_warm_start` (traces, batches, the training loop, greedy accuracy on rl eval's sampling loop),
-`tiny_cache` (material, key, locked build, `ensure_cached`); torch's thread count during the warm start is
-`workbench.progress.ThreadChooser`'s. This module loads the result (`load_tiny`) and re-exports the parts' names.
+`tiny_cache` (material, key, locked build, `ensure_cached`); the build runs on a fixed torch thread count,
+`workbench.progress.build_threads()` (1 unless $RL_TINY_BUILD_THREADS says otherwise, which then enters the key).
+This module loads the result (`load_tiny`) and re-exports the parts' names.
 
 The cache directory is a normal `save_pretrained` folder (model.safetensors, config.json,
 generation_config.json, tokenizer.json, tokenizer_config.json) plus `warm_start.json` (key, losses,

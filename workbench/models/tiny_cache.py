@@ -25,7 +25,7 @@ from workbench.config import ConfigError, TinyModelConfig
 from workbench.models.tiny_arch import build_model, check_tiny_config
 from workbench.models.tiny_tokenizer import build_tokenizer, uses_tools
 from workbench.models.tiny_warm_start import greedy_accuracy, warm_start, warm_start_trace
-from workbench.progress import ThreadChooser, num_cores
+from workbench.progress import BUILD_THREADS, build_threads
 from workbench.signals import completion_transcript
 from workbench.tasks.base import THINK_CLOSE, THINK_OPEN, Task
 
@@ -52,7 +52,8 @@ class TaskMaterial:
 def collect_task_material(task: Task, tiny: TinyModelConfig) -> TaskMaterial:
     """Generate a concise and a verbose trace for every training example (cheap: string formatting).
 
-    Raises ConfigError if the task provides no warm-start traces.
+    Raises ConfigError if the task provides no warm-start traces (with the task's `no_traces_reason(example)`, if it
+    has one).
     """
     name = getattr(task, "name", type(task).__name__)
     train = list(task.examples("train"))
@@ -69,8 +70,10 @@ def collect_task_material(task: Task, tiny: TinyModelConfig) -> TaskMaterial:
     for i, ex in enumerate(train):
         traces = [warm_start_trace(task, ex, rng, verbose, tiny.verbose_style) for verbose in (False, True)]
         if traces[0] is None or traces[1] is None:
+            explain = getattr(task, "no_traces_reason", None)  # optional: a task that can say why
+            why = f": {explain(ex)}" if callable(explain) else ""
             raise ConfigError(
-                f"model=tiny needs a task that provides warm-start traces; task '{name}' does not (use model=hf)"
+                f"model=tiny needs a task that provides warm-start traces; task '{name}' does not{why} (use model=hf)"
             )
         # a message trace (tool calls) as text, with its calls and results written out (the markup is ASCII)
         for text in (str(ex["prompt"]), *map(completion_transcript, traces)):
@@ -96,11 +99,15 @@ def cache_key(tiny: TinyModelConfig, task: Task, material: TaskMaterial) -> dict
     fields = dataclasses.asdict(tiny)
     if fields.get("verbose_style") == "steps":  # the default is left out: caches built before the key existed hit
         del fields["verbose_style"]
-    return {
+    key = {
         "cache_format": CACHE_FORMAT,
         "tiny": fields,
         "task": {"name": getattr(task, "name", type(task).__name__), "fingerprint": material.fingerprint},
     }
+    threads = build_threads()
+    if threads != BUILD_THREADS:  # a build on another thread count may differ in the last bits: its own entry
+        key["build_threads"] = threads
+    return key
 
 
 def cache_hash(key: dict[str, Any]) -> str:
@@ -116,7 +123,7 @@ def build_into(directory: Path, tiny: TinyModelConfig, task: Task, material: Tas
                progress: bool) -> None:
     """Build tokenizer + model, warm-start, evaluate and save everything into `directory` (which exists)."""
     saved_threads = torch.get_num_threads()
-    threads = ThreadChooser(num_cores())
+    threads = build_threads()
     try:
         with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG state untouched
             torch.manual_seed(tiny.seed)
@@ -128,7 +135,7 @@ def build_into(directory: Path, tiny: TinyModelConfig, task: Task, material: Tas
             # Room for the longest trace (characters >= tokens) plus slack, within the position budget.
             longest_prompt = max((len(tokenizer(str(ex["prompt"]))["input_ids"]) for ex in material.eval), default=0)
             max_new = max(1, min(material.max_completion_chars + 8, tiny.max_positions - longest_prompt))
-            torch.set_num_threads(threads.best())
+            torch.set_num_threads(threads)
             start = time.perf_counter()
             if uses_tools(task):  # single-turn greedy decoding cannot run tools: rl eval measures these models
                 accuracy, completions = float("nan"), []
@@ -149,8 +156,7 @@ def build_into(directory: Path, tiny: TinyModelConfig, task: Task, material: Tas
         "warm_start_steps": tiny.warm_start_steps,
         "warm_start_seconds": round(train_seconds, 3),
         "warm_start_seconds_per_step": round(train_seconds / max(1, len(losses)), 4),
-        # measured seconds per 1000 padded tokens by torch thread count (see ThreadChooser)
-        "warm_start_ms_per_ktoken_by_threads": {str(k): round(v * 1e6, 2) for k, v in threads.cost.items()},
+        "build_threads": threads,  # torch threads of the warm start and the greedy accuracy (progress.build_threads)
         # initial = loss of the first step (the untrained model); final = mean of the last <=10 steps
         "warm_start_loss_initial": losses[0] if losses else None,
         "warm_start_loss_final": sum(tail) / len(tail) if tail else None,

@@ -1,6 +1,7 @@
 """The tiny model's warm start: supervised training on the task's own reference traces (`warm_start_trace`), in
-length-bucketed micro-batches, with torch's thread count chosen by measurement (`workbench.progress.ThreadChooser`),
-and the greedy held-out accuracy measured afterwards (`greedy_accuracy`, on `workbench.evaluation.generate`'s loop).
+length-bucketed micro-batches, on a fixed torch thread count (`workbench.progress.build_threads`, so the weights do
+not depend on the load), and the greedy held-out accuracy measured afterwards (`greedy_accuracy`, on
+`workbench.evaluation.generate`'s loop).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import contextlib
 import math
 import random
 import sys
-import time
 from typing import Any
 
 import torch
@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
 from workbench.config import ConfigError, TinyModelConfig
 from workbench.evaluation.generate import sample
 from workbench.models.tiny_tokenizer import encode_example, uses_tools
-from workbench.progress import Progress, ThreadChooser, num_cores
+from workbench.progress import Progress, build_threads
 from workbench.tasks.base import Task, padded_trace
 
 # Warm-start optimiser details not exposed in TinyModelConfig. Held-out accuracy on 2-digit a+-b climbs
@@ -123,6 +123,17 @@ def warm_start_loss(model: Any, batches: list[tuple[torch.Tensor, torch.Tensor]]
     return total
 
 
+def check_positions(tiny: TinyModelConfig, task: Task, tokens: int) -> None:
+    """ConfigError naming model.tiny.max_positions (and a value that fits) when a `tokens`-long sequence does not."""
+    if tokens > tiny.max_positions:
+        fits = 1 << (tokens - 1).bit_length()
+        raise ConfigError(
+            f"model.tiny.max_positions={tiny.max_positions} is too small for task '{getattr(task, 'name', '?')}': a "
+            f"warm-start sequence has {tokens} tokens (set model.tiny.max_positions={fits}, or a shorter "
+            f"task.prompt_style=compact)"
+        )
+
+
 def warm_start(
     model: Qwen2ForCausalLM,
     tokenizer: PreTrainedTokenizerFast,
@@ -130,13 +141,14 @@ def warm_start(
     train: list[dict[str, Any]],
     tiny: TinyModelConfig,
     progress: bool = True,
-    threads: ThreadChooser | None = None,
+    threads: int | None = None,
 ) -> list[float]:
     """Supervised training on `prompt + trace + <eos>` (loss on trace and eos only). Returns per-step losses.
 
     Speed on 2 CPU cores: float32, no attention mask (right padding + causal attention already hides the
     padding from every real token, and sdpa can take its is_causal fast path), no KV cache, and each batch
-    split into at most two length buckets (`length_buckets`) padded to their own longest sequence.
+    split into at most two length buckets (`length_buckets`) padded to their own longest sequence. Runs on `threads`
+    torch threads (default `build_threads()`) and restores the caller's count afterwards.
     """
     rng = random.Random(tiny.seed)
     steps, batch_size = tiny.warm_start_steps, tiny.warm_start_batch_size
@@ -146,12 +158,13 @@ def warm_start(
         model.parameters(), lr=tiny.warm_start_lr, betas=ADAM_BETAS, weight_decay=WEIGHT_DECAY, foreach=True
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps))
+    check_positions(tiny, task, max(map(len, prompt_ids), default=0) + 3)  # long prompts fail now, not at step k
     losses: list[float] = []
-    threads = threads or ThreadChooser(num_cores())
     saved_threads = torch.get_num_threads()
     model.train()
     with contextlib.ExitStack() as stack:
         stack.callback(torch.set_num_threads, saved_threads)
+        torch.set_num_threads(threads or build_threads())
         bar = Progress("tiny warm start", steps, enabled=progress, stream=sys.stderr)
         stack.callback(bar.close)
         for step in range(steps):
@@ -167,29 +180,20 @@ def warm_start(
                 completion_ids = tokenizer(traces, add_special_tokens=False)["input_ids"]
                 prompts = [prompt_ids[i] for i in idx]
                 trainable = [None] * len(idx)
-            longest = max(len(p) + len(c) + 1 for p, c in zip(prompts, completion_ids))
-            if longest > tiny.max_positions:
-                raise ConfigError(
-                    f"model.tiny.max_positions={tiny.max_positions} is too small for task "
-                    f"'{getattr(task, 'name', '?')}': a warm-start sequence has {longest} tokens"
-                )
+            check_positions(tiny, task, max(len(p) + len(c) + 1 for p, c in zip(prompts, completion_ids)))
             groups = length_buckets([len(p) + len(c) for p, c in zip(prompts, completion_ids)])
             batches = [
                 make_batch([prompts[r] for r in g], [completion_ids[r] for r in g],
                            tokenizer.eos_token_id, tokenizer.pad_token_id, [trainable[r] for r in g])
                 for g in groups
             ]
-            num_threads = threads.threads_for(step)
-            torch.set_num_threads(num_threads)
-            start = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             loss = warm_start_loss(model, batches)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
-            threads.record(step, num_threads, time.perf_counter() - start, sum(b[0].numel() for b in batches))
             losses.append(loss)
-            bar.update(step + 1, f"loss {losses[-1]:.3f}  threads {num_threads}")
+            bar.update(step + 1, f"loss {losses[-1]:.3f}")
     model.eval()
     return losses
 

@@ -296,8 +296,13 @@ class GymDatasetTask(GymTask):
     style). Score: the dataset's own `score_answer` on the text after `</think>`, partial credit kept as a float in
     [0, 1]; a scorer that raises scores 0. Each example keeps the whole reasoning-gym entry (question, answer,
     metadata) in its `entry` column as JSON (see `encode_entry`), which is all `score_answer` reads. `answer` is the
-    reference answer as a string ("" for datasets that accept any valid solution and have none). No warm-start
-    traces: model=tiny cannot train on these (use model=hf).
+    reference answer as a string ("" for datasets that accept any valid solution and have none).
+
+    Warm-start traces for model=tiny, from what the dataset has: the answer alone (`<think></think>ANSWER`) as the
+    concise trace, and the dataset's worked solution (a metadata string under one of WORKED_SOLUTION_KEYS, e.g.
+    gsm_symbolic's `answer_cot`) as the step-by-step one and as `warm_start_working`; a dataset without worked
+    solutions gives the answer-only trace for both. A dataset without reference answers (rush_hour, boxnet, ...:
+    any valid solution scores) gives no traces, and `no_traces_reason` says why.
     """
 
     name = "gym"
@@ -351,7 +356,45 @@ class GymDatasetTask(GymTask):
         return min(max(value, 0.0), 1.0) if math.isfinite(value) else 0.0
 
     def warm_start_completion(self, example: dict[str, Any], rng: random.Random, verbose: bool) -> str | None:
-        return None
+        answer = str(example["answer"]).strip()
+        if not answer:
+            return None
+        worked = worked_solution(decode_entry(example["entry"])) if verbose else None
+        return f"{THINK_OPEN}{worked or ''}{THINK_CLOSE}{answer}"
+
+    def warm_start_working(self, example: dict[str, Any], rng: random.Random) -> str | None:
+        worked = worked_solution(decode_entry(example["entry"]))
+        answer = str(example["answer"]).strip()
+        return f"{THINK_OPEN}{worked}{THINK_CLOSE}{answer}" if worked and answer else None
+
+    def no_traces_reason(self, example: dict[str, Any]) -> str:
+        """Why `example` gives no warm-start trace (the tiny model's refusal names it)."""
+        return (f"reasoning-gym {self.rg_name} has no reference answer (it accepts any valid solution), so no trace "
+                f"can be written for its problems")
+
+
+#: Metadata keys under which a reasoning-gym entry may carry a worked solution in words (gsm_symbolic: answer_cot).
+WORKED_SOLUTION_KEYS = ("answer_cot", "cot", "chain_of_thought", "rationale", "explanation", "worked_solution")
+#: A worked solution's closing "#### 42" line (GSM8K's convention) restates the answer: the trace gives it after
+#: `</think>` instead.
+_FINAL_ANSWER_LINE = re.compile(r"\n?####[^\n]*\s*$")
+
+
+def worked_solution(entry: dict[str, Any]) -> str | None:
+    """The worked solution text of a reasoning-gym entry (first of WORKED_SOLUTION_KEYS that holds a string other
+    than the answer), without a closing "#### answer" line and without think tags; None if it has none.
+
+    >>> worked_solution({"answer": "4", "metadata": {"answer_cot": "2 + 2 = 4\\n#### 4"}})
+    '2 + 2 = 4'
+    """
+    meta = entry.get("metadata") or {}
+    for key in WORKED_SOLUTION_KEYS:
+        text = meta.get(key)
+        if isinstance(text, str):
+            text = _FINAL_ANSWER_LINE.sub("", text).replace(THINK_OPEN, "").replace(THINK_CLOSE, "").strip()
+            if text and text != str(entry.get("answer", "")).strip():
+                return text
+    return None
 
 
 def _one_line(e: BaseException) -> str:
