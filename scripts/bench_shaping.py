@@ -13,7 +13,8 @@ Configurations (same tiny model, task, seed and GRPO settings; each in its own s
   c  PEAR + KL-Cov + EMPG (per-token entropies at reward time, read off the generation passes by an LM-head hook)
   drpo, disco, steer, gtpo, hapo_het, copo, epo: issue 21's methods that add no pass (target: within 3% of a)
   ares, empo, stcr, riskpo: issue 22's reward and advantage methods (ares needs reward-time entropies)
-  knapsack, aepo: samplers (aepo's second generation is the cost its paper pays too)
+  knapsack, aepo, spear: samplers (aepo's second generation is the cost its paper pays too; spear replays stored rows)
+  dads: View-R1's difficulty-weighted KL (a reference model: TRL's beta > 0 costs one reference pass per batch)
   lp_reg, siren_p: methods that read the logits (one more LM-head projection in the training pass)
 
 Step time is the mean of TRL's step_time over the steps after the first `--skip` (warm-up). Generated lengths
@@ -59,6 +60,11 @@ CONFIGS = {
     # samplers (workbench/sampling.py): knapsack re-budgets groups, aepo generates the batch a second time
     "knapsack": ["reward=[correctness,format]", "sampler=knapsack"],
     "aepo": ["reward=[correctness,format]", "sampler=aepo"],
+    # spear: past positive rows spliced over zero-advantage rows (no extra generation; buffer bookkeeping only)
+    "spear": ["reward=[correctness,format]", "sampler=[spear_replay]", "sampler.spear_replay.tool_calls_only=false",
+              "sampler.spear_replay.buffer_size=8"],
+    # dads: TRL's beta > 0 keeps a reference model, one more no-grad forward pass per generation batch
+    "dads": ["reward=[correctness,format]", "regularizer=[asym_dads_kl]"],
     # these two need the logits (loss-batch field): one more LM-head projection inside TRL's training pass
     "lp_reg": ["reward=[correctness,format]", "regularizer=[lp_reg]"],
     "siren_p": ["reward=[correctness,format]", "regularizer=[siren]"],

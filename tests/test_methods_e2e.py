@@ -41,6 +41,10 @@ CASES = {
     "aepo": (["sampler=aepo", "sampler.aepo.threshold=-10"], ["sampler:aepo"]),
     "apo": (["experiment=agentic_apo", "algo.per_device_train_batch_size=16", "algo.max_completion_length=96",
              "model.tiny.warm_start_steps=300", "sampler.apo.per_mode=1"], ["sampler:apo", "mode_cost"]),
+    # SPEAR's replay buffer: a small buffer so it draws within 3 steps on the tiny task (no tools: any positive row)
+    "spear_replay": (["sampler=[spear_replay]", "sampler.spear_replay.tool_calls_only=false",
+                      "sampler.spear_replay.buffer_size=2"], ["sampler:spear_replay"]),
+    "dads": (["regularizer=[asym_dads_kl]"], ["asym_dads_kl"]),
     "lite_ppo": (["experiment=lite_ppo"], []),
     "t1_dynamic_anchor": (["experiment=t1_dynamic_anchor", "algo.ref_model_sync_steps=2"], []),
 }
@@ -71,6 +75,12 @@ def test_method_trains_and_logs(case, tiny_overrides):
         assert rows[0]["sampler/aepo/temperature"] == pytest.approx(1.2)
     if case == "apo":  # every forced rollout starts with its mode tag
         assert all(r["sampler/apo/compliance"] == 1.0 for r in rows if "sampler/apo/compliance" in r)
+    if case == "spear_replay":  # stored rows drawn from step 2 on (the buffer fills at step 1)
+        assert rows[0]["sampler/spear_replay/rows"] > 0 and any(r["sampler/spear_replay/drawn"] > 0 for r in rows[1:])
+    if case == "dads":  # TRL's reference model is on (beta, loss_type set by the term); weights in (0, 1]
+        assert all(0 < r["shaping/asym_dads_kl/weight_mean"] <= 1 for r in rows)
+        assert rows[-1]["shaping/asym_dads_kl/kl_mean"] > 0 and all(r.get("train/kl") is not None for r in rows)
+        assert all(r["shaping/asym_dads_kl/weighted_kl"] <= r["shaping/asym_dads_kl/kl_mean"] + 1e-12 for r in rows)
     if case == "epo":
         assert max(r.get("shaping/epo_entropy/turns", 0) for r in rows) >= 1
     if case == "t1_dynamic_anchor":

@@ -20,8 +20,10 @@ rows *before* TRL generates:
   (``sampling_state.json`` beside ``shaping_state.json``).
 
 Temperature is one value per TRL generation call, so a per-rollout temperature is not a row rewrite: a method that
-needs a second temperature (AEPO) needs a second generation call, which this module does not provide yet (see the
-README's method table). Samplers never see or change rewards: the reward path (`workbench.shaping`) is untouched,
+needs a second temperature (AEPO) has a second generation call, whose rows the adapter splices into the batch
+(`splice_rows`). A replay sampler (``draw`` / ``admit``: SPEAR's buffer, `workbench.sampling_replay`) has stored
+past rows spliced in the same way (`workbench.replay`). The interface and the table live in
+`workbench.sampler_base` (re-exported here). Samplers never see or change rewards: the reward path (`workbench.shaping`) is untouched,
 and the terms score whatever rows were generated.
 
 Where it hooks in: `workbench.trainers.ShapingMixin._generate_and_score_completions` calls `plan_rows` on TRL's
@@ -41,47 +43,13 @@ import random
 from typing import Any, ClassVar
 
 from workbench.config import ConfigError, from_dict
+from workbench.sampler_base import SAMPLERS, Sampler, register  # noqa: F401  (the interface, re-exported)
+from workbench.sampling_replay import SpearReplay  # noqa: F401  (registers spear_replay)
 
-SAMPLERS: dict[str, type[Sampler]] = {}
 #: The row key whose text the trainer forces as the start of that rollout's completion.
 COMPLETION_PREFIX = "completion_prefix"
 #: APO's ways to force a mode.
 FORCE_CHOICES = ("decode", "prompt")
-
-
-def register(cls: type[Sampler]) -> type[Sampler]:
-    """Class decorator: make a sampler selectable by its `name` in the ``sampler`` config group."""
-    if cls.name in SAMPLERS:
-        raise ValueError(f"sampler '{cls.name}' registered twice")
-    SAMPLERS[cls.name] = cls
-    return cls
-
-
-class Sampler:
-    """Base class (a dataclass subclass holds the options). See the module docstring for the contract."""
-
-    name: ClassVar[str] = ""
-
-    def check(self) -> None:
-        """Option checks at config time (a one-line ConfigError)."""
-
-    def bind_task(self, task: Any) -> None:
-        """Called once with the run's task (a sampler that needs task facts checks them here)."""
-
-    def plan(self, rows: list[dict[str, Any]], group_size: int, step: int, rng: random.Random) -> list[dict[str, Any]]:
-        return rows
-
-    def observe(self, rollouts: Any, rows: list[dict[str, Any]]) -> None:
-        pass
-
-    def metrics(self) -> dict[str, float]:
-        return {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 def build_samplers(cfg: dict[str, dict[str, Any]]) -> list[Sampler]:
@@ -471,4 +439,3 @@ class AEPO(Sampler):
         """Once per step: the trainer files them after the second generation (and finds none at `observe`)."""
         out, self._last = self._last, {}
         return out
-from workbench import sampling_replay  # noqa: E402,F401  (registers spear_replay in SAMPLERS)

@@ -2,7 +2,8 @@
 
 The buffer logic lives here (admission, eviction, the baseline, the draw, the schedule: pure Python on row records,
 tested against a transcription of the authors' code); moving rows between TRL's batch tensors and the buffer is the
-adapter's (`workbench.replay.ReplayMixin`). Registered in `workbench.sampling`'s table (``sampler=[spear_replay]``).
+adapter's (`workbench.replay.ReplayMixin`). Registered in the sampler table (`workbench.sampler_base`), which
+`workbench.sampling` imports this module to fill (``sampler=[spear_replay]``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import statistics
 from typing import Any, ClassVar
 
 from workbench.config import ConfigError
-from workbench.sampling import Sampler, register
+from workbench.sampler_base import Sampler, register
 
 #: The authors cap the tolerated age at 10 steps whatever is configured (`TrajectoryBufferBatch.__init__`).
 MAX_TOLERATE_STEPS = 10
