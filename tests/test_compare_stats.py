@@ -238,6 +238,11 @@ def test_mde_line_and_resolve(tmp_path):
     assert comp.cells[(1, "length/mean")].seeds_needed is None  # no target given for it
     every = cmp.compare([root], metrics=["eval/accuracy", "length/mean"], resolve=["0.5"])
     assert set(every.resolve) == {"eval/accuracy", "length/mean"}
+    one = tmp_path / "one"
+    make_run(one, "b", {"name": "plain"}, summary={"eval/accuracy": 0.7})
+    make_run(one, "g", {"name": "m", "algo": {"learning_rate": 1e-4}}, summary={"eval/accuracy": 0.8})
+    single = cmp.compare([one], metrics=["eval/accuracy"], resolve=["0.02"])
+    assert "no group has a spread over seeds" in " ".join(single.footer())
     with pytest.raises(cmp.CompareError, match="not a metric of the table"):
         cmp.compare([root], metrics=["eval/accuracy"], resolve=["eval/pass@1=0.02"])
     with pytest.raises(cmp.CompareError, match="positive difference"):

@@ -131,9 +131,10 @@ class Comparison:
         for m, target in self.resolve.items():
             bits = [f"#{gi + 1} {c.seeds_needed if c.seeds_needed is not None else 'more than 10000'}"
                     for gi, mm, c in tested if mm == m and math.isfinite(c.mde)]
-            if bits:
-                lines.append(f"To resolve {self.difference_text(m, target)} in {m} (α = {level:.3g}, power 0.8, "
-                             "observed spread): needs N seeds per group: " + ", ".join(bits) + ".")
+            lines.append(f"To resolve {self.difference_text(m, target)} in {m} (α = {level:.3g}, power 0.8, "
+                         "observed spread): needs N seeds per group: " + ", ".join(bits) + "." if bits else
+                         f"To resolve {self.difference_text(m, target)} in {m}: no group has a spread over seeds to "
+                         "size it from (run at least 2 seeds per group).")
         return lines
 
     def footer(self) -> list[str]:
