@@ -16,12 +16,16 @@ from __future__ import annotations
 from workbench.config import PROMPT_STYLES, ConfigError, TaskConfig
 from workbench.tasks.agentic import MixedArithmeticTask
 from workbench.tasks.base import THINK_CLOSE, THINK_OPEN, Task, split_think
+from workbench.tasks.explore import ExploreArithmeticTask
 from workbench.tasks.files import FileTask
 from workbench.tasks.gym import ArithmeticTask, ChainSumTask, CountdownTask, GymDatasetTask
 from workbench.tasks.hf import HFTask
+from workbench.tasks.pool import ArithmeticPoolTask
 
 TASKS: dict[str, type[Task]] = {
     "arithmetic": ArithmeticTask,
+    "arithmetic_explore": ExploreArithmeticTask,
+    "arithmetic_pool": ArithmeticPoolTask,
     "chain_sum": ChainSumTask,
     "countdown": CountdownTask,
     "file": FileTask,
@@ -64,9 +68,11 @@ __all__ = [
     "TASKS",
     "THINK_CLOSE",
     "THINK_OPEN",
+    "ArithmeticPoolTask",
     "ArithmeticTask",
     "ChainSumTask",
     "CountdownTask",
+    "ExploreArithmeticTask",
     "FileTask",
     "GymDatasetTask",
     "HFTask",
