@@ -117,6 +117,8 @@ class Comparison:
             name = {"holm": "Holm's step-down", "bonferroni": "Bonferroni"}[self.correction]
             lines.append(f"Multiple comparisons: {name} correction over {what}; {MARK_NOT_SIGNIFICANT} and p_adj use "
                          "the adjusted p-values (raw p: CSV column p_value, HTML tooltips; --correction none turns it off).")
+        from workbench.stats import POWER
+
         level = self.family_level()
         per_metric = []
         for m in self.metrics:
@@ -125,13 +127,13 @@ class Comparison:
             if bits:
                 per_metric.append(f"{m}: " + ", ".join(bits))
         if per_metric:
-            lines.append(f"Smallest resolvable difference (two-sided α = {level:.3g} per test, power 0.8, the observed "
+            lines.append(f"Smallest resolvable difference (two-sided α = {level:.3g} per test, power {POWER:g}, the observed "
                          "spread over seeds; paired: of the per-seed differences; t-test power): "
                          + "; ".join(per_metric) + ".")
         for m, target in self.resolve.items():
             bits = [f"#{gi + 1} {c.seeds_needed if c.seeds_needed is not None else 'more than 10000'}"
                     for gi, mm, c in tested if mm == m and math.isfinite(c.mde)]
-            lines.append(f"To resolve {self.difference_text(m, target)} in {m} (α = {level:.3g}, power 0.8, "
+            lines.append(f"To resolve {self.difference_text(m, target)} in {m} (α = {level:.3g}, power {POWER:g}, "
                          "observed spread): needs N seeds per group: " + ", ".join(bits) + "." if bits else
                          f"To resolve {self.difference_text(m, target)} in {m}: no group has a spread over seeds to "
                          "size it from (run at least 2 seeds per group).")
