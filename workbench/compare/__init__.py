@@ -58,7 +58,8 @@ Significance
   significant), "?" marks an untestable cell (fewer than two seeds on one side).
   Each tested cell also gets the smallest difference its seeds resolve: two-sided t-test at the family's strictest
   level (alpha/m for Holm and Bonferroni), power 0.8, the observed spread (paired: of the differences); and with
-  `--resolve` the seeds per group that would resolve a target difference. Best per column: by the metric's better direction in workbench.metric_catalog (the README
+  `--resolve` the seeds per group that would resolve a target difference.
+  Best per column: by the metric's better direction in workbench.metric_catalog (the README
   metric table): highest accuracy/pass@k/maj@k/reward, lowest length/cost/KL/time; entropy and other metrics have
   no "better" direction and are not highlighted.
 """
