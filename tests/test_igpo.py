@@ -319,3 +319,6 @@ def test_igpo_trains_on_the_agentic_task(tiny_overrides, monkeypatch):
     assert sum(m["shaping/igpo_info_gain/passes"] for m in rows) > 0, "the warm-started model calls a tool in 3 steps"
     probed = [m for m in rows if m["shaping/igpo_info_gain/probed_frac"] > 0]
     assert all(0.0 < m["shaping/igpo_info_gain/prior_mean"] <= 1.0 for m in probed)
+    # the per-token advantages reached TRL's batch: samples.jsonl records each rollout's first-token advantage
+    samples = read_jsonl(run.samples_file)
+    assert samples and any(abs(s["advantage"]) > 0 for s in samples)
