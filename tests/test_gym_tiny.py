@@ -51,3 +51,19 @@ def test_worked_solutions_become_the_step_by_step_traces() -> None:
 def test_dataset_without_reference_answers_is_refused_with_the_reason() -> None:
     with pytest.raises(ConfigError, match="rush_hour has no reference answer.*use model=hf"):
         collect_task_material(_gym("rush_hour"), TinyModelConfig())
+
+
+def test_greedy_accuracy_counts_only_full_credit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """spell_backward scores a near miss by partial credit; the warm start's greedy accuracy counts it wrong."""
+    from types import SimpleNamespace
+
+    from workbench.models import tiny_warm_start
+
+    task = _gym("spell_backward")
+    exs = task.examples("eval")[:2]
+    near_miss = f"{THINK_OPEN}{THINK_CLOSE}{exs[1]['answer'][:-1]}"
+    assert 0 < task.score(near_miss, exs[1]) < 1
+    texts = [f"{THINK_OPEN}{THINK_CLOSE}{exs[0]['answer']}", near_miss]
+    monkeypatch.setattr(tiny_warm_start, "sample", lambda *a, **k: [SimpleNamespace(text=t) for t in texts])
+    accuracy, _ = tiny_warm_start.greedy_accuracy(None, None, task, exs, max_new_tokens=8)
+    assert accuracy == 0.5

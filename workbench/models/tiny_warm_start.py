@@ -20,7 +20,7 @@ from workbench.config import ConfigError, TinyModelConfig
 from workbench.evaluation.generate import sample
 from workbench.models.tiny_tokenizer import encode_example, uses_tools
 from workbench.progress import Progress, build_threads
-from workbench.tasks.base import Task, padded_trace
+from workbench.tasks.base import Task, is_correct, padded_trace
 
 # Warm-start optimiser details not exposed in TinyModelConfig. Held-out accuracy on 2-digit a+-b climbs
 # steeply between steps 500 and 700 (the model is still "grokking" the carries when the schedule ends), so
@@ -206,13 +206,14 @@ def greedy_accuracy(
     max_new_tokens: int,
     batch_size: int = 100,
 ) -> tuple[float, list[str]]:
-    """Greedy accuracy by `task.score` on the raw prompts, in left-padded batches of `batch_size`: rl eval's sampling
-    loop (`generate.sample`) at temperature 0, so it reseeds torch's global RNG (`build_into` runs it in a fork).
-    Returns (accuracy, completions)."""
+    """Greedy accuracy (full credit by `task.score`, `is_correct`: a partial-credit near miss is wrong, as in rl eval)
+    on the raw prompts, in left-padded batches of `batch_size`: rl eval's sampling loop (`generate.sample`) at
+    temperature 0, so it reseeds torch's global RNG (`build_into` runs it in a fork). Returns (accuracy, completions).
+    """
     if not examples:
         return float("nan"), []
     samples = sample(model, tokenizer, [str(ex["prompt"]) for ex in examples], n=1, temperature=0.0,
                      max_new_tokens=max_new_tokens, batch_size=batch_size)
     completions = [s.text for s in samples]
-    scores = [float(task.score(c, ex)) for c, ex in zip(completions, examples)]
+    scores = [float(is_correct(task.score(c, ex))) for c, ex in zip(completions, examples)]
     return sum(scores) / len(scores), completions
