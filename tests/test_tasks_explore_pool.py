@@ -114,3 +114,37 @@ def test_the_experiments_compose():
     raw = compose("train", ["experiment=pear_explore_pear"])
     assert to_train_config(raw).task.name == "arithmetic_explore" and "pear" in raw["reward"]
 
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+@pytest.mark.parametrize("plain,method,term", [("hapo_repeat", "hapo_repeat_hapo", "length_hapo"),
+                                               ("pear_explore", "pear_explore_pear", "pear")])
+def test_arms_differ_only_in_the_term_and_the_sweep_and_script_run_them(plain, method, term):
+    import subprocess
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    cfgs = {e: _flat(compose("train", [f"experiment={e}", "model.name_or_path=/tmp/x"])) for e in (plain, method)}
+    own = {e: {k for k in c if k.startswith(f"reward.{term}.") or k == "experiment_name"} for e, c in cfgs.items()}
+    shared = {e: {k: v for k, v in c.items() if k not in own[e]} for e, c in cfgs.items()}
+    assert shared[plain] == shared[method]
+    assert not own[plain] - {"experiment_name"} and f"reward.{term}.weight" in own[method]
+    params = yaml.safe_load((root / "conf" / "sweep" / f"{plain}.yaml").read_text())["hydra"]
+    assert params["launcher"]["n_jobs"] == 1  # one training process at a time on the shared machine
+    assert params["sweeper"]["params"] == {"seed": "0,1,2", "experiment": f"{plain},{method}"}
+    script = root / "scripts" / "miniatures_hapo_pear.sh"
+    text = script.read_text()
+    marker = plain.replace("_", "-") + "-table"
+    for fragment in (f"sweep {plain}", f"compare {plain}", marker, "sweep --resume", "--group-by experiment_name"):
+        assert fragment in text, fragment
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    readme = (root / "README.md").read_text()
+    assert readme.count(f"<!-- {marker}:start -->") == 1 and readme.count(f"<!-- {marker}:end -->") == 1
