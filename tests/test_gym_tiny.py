@@ -67,3 +67,12 @@ def test_greedy_accuracy_counts_only_full_credit(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(tiny_warm_start, "sample", lambda *a, **k: [SimpleNamespace(text=t) for t in texts])
     accuracy, _ = tiny_warm_start.greedy_accuracy(None, None, task, exs, max_new_tokens=8)
     assert accuracy == 0.5
+
+
+def test_prompts_longer_than_max_positions_fail_before_the_first_step() -> None:
+    from workbench.models.tiny_warm_start import check_positions
+
+    task = _gym("leg_counting", prompt_style="natural")  # prompts of ~330 characters
+    check_positions(TinyModelConfig(max_positions=512), task, 346)
+    with pytest.raises(ConfigError, match=r"max_positions=256 is too small.*346 tokens.*max_positions=512.*compact"):
+        check_positions(TinyModelConfig(), task, 346)

@@ -127,10 +127,11 @@ def check_positions(tiny: TinyModelConfig, task: Task, tokens: int) -> None:
     """ConfigError naming model.tiny.max_positions (and a value that fits) when a `tokens`-long sequence does not."""
     if tokens > tiny.max_positions:
         fits = 1 << (tokens - 1).bit_length()
+        natural = getattr(getattr(task, "cfg", None), "prompt_style", None) == "natural"
         raise ConfigError(
             f"model.tiny.max_positions={tiny.max_positions} is too small for task '{getattr(task, 'name', '?')}': a "
-            f"warm-start sequence has {tokens} tokens (set model.tiny.max_positions={fits}, or a shorter "
-            f"task.prompt_style=compact)"
+            f"warm-start sequence has {tokens} tokens (set model.tiny.max_positions={fits}"
+            + (", or shorten the prompts with task.prompt_style=compact)" if natural else ")")
         )
 
 
