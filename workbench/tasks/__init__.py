@@ -20,6 +20,7 @@ from workbench.tasks.explore import ExploreArithmeticTask
 from workbench.tasks.files import FileTask
 from workbench.tasks.gym import ArithmeticTask, ChainSumTask, CountdownTask, GymDatasetTask
 from workbench.tasks.hf import HFTask
+from workbench.tasks.orders import SumOrdersTask
 from workbench.tasks.pool import ArithmeticPoolTask
 
 TASKS: dict[str, type[Task]] = {
@@ -32,6 +33,7 @@ TASKS: dict[str, type[Task]] = {
     "gym": GymDatasetTask,
     "hf": HFTask,
     "mixed_arithmetic": MixedArithmeticTask,
+    "sum_orders": SumOrdersTask,
 }
 
 
@@ -77,6 +79,7 @@ __all__ = [
     "GymDatasetTask",
     "HFTask",
     "MixedArithmeticTask",
+    "SumOrdersTask",
     "Task",
     "build_task",
     "split_think",

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Issue 23's entropy-collapse miniature in one command: plain GRPO and seven entropy methods (KL-Cov, Clip-Cov, the
+# 80/20 forking-token rule, an entropy bonus, STEER, Lp-Reg, SIREN with top-p), 3 seeds each, same steps and
+# evaluation (conf/experiment/entropy_collapse*.yaml, conf/sweep/entropy_collapse.yaml), on a task whose warm start
+# has several valid solutions per problem (task=sum_orders), then the rl compare table, the entropy start -> end and
+# the fitted R = -a exp(H) + b per method.
+#   bash scripts/entropy_collapse.sh                     # start, or resume the newest *_entropy_collapse sweep
+#   FRESH=1 bash scripts/entropy_collapse.sh             # start a new sweep even if an unfinished one exists
+#   N_JOBS=1 bash scripts/entropy_collapse.sh            # one run at a time (a shared machine); default 2
+#   bash scripts/entropy_collapse.sh "hydra.sweeper.params.experiment='entropy_collapse,entropy_collapse_kl_cov'"
+#                                                        # extra overrides for a new sweep (here: two methods)
+# Prints every command it runs. Interrupted? Run it again: `rl sweep --resume` reruns only the jobs that did not
+# complete. Writes runs/entropy_collapse/{report.html,table.md,entropy.md} and the README table between the
+# entropy-collapse-table markers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RL=.venv/bin/rl
+PY=.venv/bin/python
+OUT=${ENTROPY_COLLAPSE_OUT:-runs/entropy_collapse}
+N_JOBS=${N_JOBS:-2}
+SECONDS=0
+run() { echo "+ $*" >&2; "$@"; }
+
+# 1. The tiny model warm-started on sum_orders' random-order traces, built once before the sweep needs it
+#    (~4-5 min on an idle machine; a cache hit takes seconds).
+run "$PY" -c 'import sys
+from workbench.compose import compose
+from workbench.config import to_train_config
+from workbench.models import load_model_and_tokenizer
+from workbench.tasks import build_task
+cfg = to_train_config(compose("train", sys.argv[1:]))
+info = load_model_and_tokenizer(cfg.model, build_task(cfg.task))[2]
+print("tiny model:", info["cache_path"], "cache hit:", info["cache_hit"],
+      "warm-start greedy held-out accuracy:", info["warm_start_accuracy"])' experiment=entropy_collapse
+
+# 2. The sweep: 24 runs, or the jobs of the newest entropy_collapse sweep that did not complete.
+SWEEP=$(ls -d runs/sweeps/*_entropy_collapse 2>/dev/null | tail -n 1 || true)
+rc=0
+if [ -n "$SWEEP" ] && [ -z "${FRESH:-}" ]; then
+  run "$RL" sweep --resume "$SWEEP" "hydra.launcher.n_jobs=$N_JOBS" || rc=$?
+else
+  run "$RL" sweep sweep=entropy_collapse "hydra.launcher.n_jobs=$N_JOBS" "$@" || rc=$?
+  SWEEP=$(ls -d runs/sweeps/*_entropy_collapse | tail -n 1)
+fi
+[ "$rc" -eq 0 ] || echo "rl sweep exited with $rc (a job failed or was interrupted); comparing what completed" >&2
+
+# 3. The comparison: one group per method (experiment_name), plain GRPO the baseline.
+mkdir -p "$OUT"
+run "$RL" compare "$SWEEP" --group-by experiment_name --baseline experiment_name=entropy_collapse \
+  --metric eval/pass@1 --metric eval/pass@16 --metric entropy/mean \
+  --report "$OUT/report.html" --format md > "$OUT/table.md"
+cat "$OUT/table.md"
+
+# 4. Entropy at the start and the end of training per method, and the entropy-law fit (the report's rule for when
+#    it is meaningful: workbench.report.fit_omission).
+run "$PY" - "$SWEEP" "$OUT/entropy.md" <<'EOF'
+import sys
+from pathlib import Path
+import numpy as np
+from workbench.compare import compare
+from workbench.report import entropy_law
+
+comp = compare([sys.argv[1]], metrics=["entropy/mean"], group_by=["experiment_name"],
+               baseline="experiment_name=entropy_collapse")
+_, fits, perf, omitted = entropy_law(comp)
+fit_by = dict(fits)
+why_by = dict(omitted)
+lines = ["| method (experiment_name) | seeds | entropy, first 5 steps | entropy, last 10 steps | end / start | "
+         f"end vs plain | R = -a e^H + b on ({perf}) |", "|---|---:|---:|---:|---:|---:|---|"]
+base_end = None
+for g in comp.groups:
+    starts, ends = [], []
+    for r in g.runs:
+        h = [float(row["entropy/mean"]) for row in r.rows() if isinstance(row.get("entropy/mean"), (int, float))]
+        if h:
+            starts.append(np.mean(h[:5]))
+            ends.append(np.mean(h[-10:]))
+    name = str(g.flat.get("experiment_name", g.title))
+    if not ends:
+        continue
+    start, end = float(np.mean(starts)), float(np.mean(ends))
+    base_end = end if base_end is None else base_end
+    fit = fit_by.get(g.title)
+    law = (f"a={fit['a']:.3g}, b={fit['b']:.3g}, ceiling {fit['ceiling']:.3f}, R²={fit['r2']:.2f}" if fit
+           else "no fit: " + why_by.get(g.title, "no points"))
+    lines.append(f"| {name} | {len(ends)} | {start:.3f} | {end:.3f} | {end / start:.2f} | "
+                 f"{end / base_end:.2f}x | {law} |")
+lines.append("")
+lines.append("Entropy: `entropy/mean` of the training rollouts (nats per token), mean over seeds of each run's first 5 "
+             "and last 10 logged steps; end vs plain = the method's end entropy / plain GRPO's (the first row). The fit: "
+             "the report's per-group least squares on per-step (entropy, performance) pairs over all seeds "
+             "(workbench.stats.fit_entropy_law), shown only where workbench.report.fit_omission finds it meaningful.")
+Path(sys.argv[2]).write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+EOF
+
+# 5. The README table, between its markers.
+run "$PY" - "$OUT/table.md" "$OUT/entropy.md" "$SWEEP" "$SECONDS" <<'EOF'
+import re, sys, datetime
+from pathlib import Path
+table, entropy = Path(sys.argv[1]).read_text().strip(), Path(sys.argv[2]).read_text().strip()
+sweep, seconds = sys.argv[3], int(sys.argv[4])
+stamp = datetime.date.today().isoformat()
+body = (f"<!-- entropy-collapse-table:start -->\nRegenerated by `bash scripts/entropy_collapse.sh` on {stamp} from "
+        f"`{sweep}` (this invocation: {seconds // 60} min {seconds % 60} s).\n\n{table}\n\n{entropy}\n"
+        "<!-- entropy-collapse-table:end -->")
+readme = Path("README.md")
+text = readme.read_text()
+new, n = re.subn(r"<!-- entropy-collapse-table:start -->.*?<!-- entropy-collapse-table:end -->", lambda m: body,
+                 text, flags=re.S)
+if n != 1:
+    sys.exit("README.md has no entropy-collapse-table markers; tables left in " + sys.argv[1])
+readme.write_text(new)
+print("README.md: entropy-collapse table updated")
+EOF
+
+echo "entropy collapse: $SWEEP; report $OUT/report.html; tables $OUT/table.md $OUT/entropy.md;" \
+  "$((SECONDS / 60)) min $((SECONDS % 60)) s" >&2
+exit "$rc"
