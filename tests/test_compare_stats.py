@@ -242,7 +242,7 @@ def test_mde_line_and_resolve(tmp_path):
     make_run(one, "b", {"name": "plain"}, summary={"eval/accuracy": 0.7})
     make_run(one, "g", {"name": "m", "algo": {"learning_rate": 1e-4}}, summary={"eval/accuracy": 0.8})
     single = cmp.compare([one], metrics=["eval/accuracy"], resolve=["0.02"])
-    assert "no group has a spread over seeds" in " ".join(single.footer())
+    assert "no comparison has two seeds on both sides" in " ".join(single.footer())
     with pytest.raises(cmp.CompareError, match="not a metric of the table"):
         cmp.compare([root], metrics=["eval/accuracy"], resolve=["eval/pass@1=0.02"])
     with pytest.raises(cmp.CompareError, match="positive difference"):

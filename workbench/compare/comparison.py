@@ -135,7 +135,7 @@ class Comparison:
                     for gi, mm, c in tested if mm == m and math.isfinite(c.mde)]
             lines.append(f"To resolve {self.difference_text(m, target)} in {m} (α = {level:.3g}, power {POWER:g}, "
                          "observed spread): needs N seeds per group: " + ", ".join(bits) + "." if bits else
-                         f"To resolve {self.difference_text(m, target)} in {m}: no group has a spread over seeds to "
+                         f"To resolve {self.difference_text(m, target)} in {m}: no comparison has two seeds on both sides to "
                          "size it from (run at least 2 seeds per group).")
         return lines
 
