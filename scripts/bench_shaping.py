@@ -16,6 +16,8 @@ Configurations (same tiny model, task, seed and GRPO settings; each in its own s
   knapsack, aepo, spear: samplers (aepo's second generation is the cost its paper pays too; spear replays stored rows)
   dads: View-R1's difficulty-weighted KL (a reference model: TRL's beta > 0 costs one reference pass per batch)
   lp_reg, siren_p: methods that read the logits (one more LM-head projection in the training pass)
+  a_agentic, igpo: the agentic task with tools (workbench trainer) without and with IGPO's information-gain pass;
+     igpo's own ratio is printed against a_agentic
 
 Step time is the mean of TRL's step_time over the steps after the first `--skip` (warm-up). Generated lengths
 differ a little between configurations once the policies diverge, so the script also reports the mean completion
@@ -65,6 +67,10 @@ CONFIGS = {
               "sampler.spear_replay.buffer_size=8"],
     # dads: TRL's beta > 0 keeps a reference model, one more no-grad forward pass per generation batch
     "dads": ["reward=[correctness,format]", "regularizer=[asym_dads_kl]"],
+    # igpo: one no-grad teacher-forced pass per turn of each multi-turn rollout; on the agentic task (tools), so its
+    # ratio is taken against the same task without the term ("a_agentic", the workbench trainer) as well as to a
+    "a_agentic": ["experiment=agentic_plain"],
+    "igpo": ["experiment=agentic_plain", "advantage=[igpo_info_gain]"],
     # these two need the logits (loss-batch field): one more LM-head projection inside TRL's training pass
     "lp_reg": ["reward=[correctness,format]", "regularizer=[lp_reg]"],
     "siren_p": ["reward=[correctness,format]", "regularizer=[siren]"],
@@ -89,7 +95,9 @@ def run_one(key: str, steps: int, runs_dir: str, model: str = "tiny", threads: i
     from workbench.signals import completion_text
     from workbench.train import _to_dataset, prepare, train
 
-    overrides = [*COMMON, *MODELS[model], *CONFIGS[key], f"algo.max_steps={steps}", f"runs_dir={runs_dir}",
+    common = [o for o in COMMON if not o.startswith("experiment=")] if any(
+        o.startswith("experiment=") for o in CONFIGS[key]) else COMMON  # a config may bring its own experiment
+    overrides = [*common, *MODELS[model], *CONFIGS[key], f"algo.max_steps={steps}", f"runs_dir={runs_dir}",
                  "algo.save_steps=100000", f"threads={threads}"]
     cfg = to_train_config(compose("train", overrides))
     apply_threads(threads)
@@ -180,6 +188,10 @@ def main() -> None:
     for key, r in results.items():
         print(f"{key:8} {r['step_time']:8.3f} {r['step_time'] / base['step_time']:6.3f} {r['length']:6.1f} "
               f"{r['per_token'] / base['per_token']:14.3f} {r['rss']:12.0f} {r['rss'] / base['rss']:6.3f}")
+    if "igpo" in results and "a_agentic" in results:
+        own = results["a_agentic"]
+        print(f"igpo vs a_agentic (same task, tools): step time x{results['igpo']['step_time'] / own['step_time']:.3f}, "
+              f"per token x{results['igpo']['per_token'] / own['per_token']:.3f}")
 
 
 if __name__ == "__main__":

@@ -277,36 +277,13 @@ def test_mixin_probes_each_turn_with_the_task_prior(tok, tiny_model):
 # ----------------------------------------------------------------------------------------------- real training
 
 
-def igpo_trainer_class():
-    """The GRPO adapter with the information-gain pass wired as `InfoGainMixin` documents (the attach point the
-    adapter's `_calculate_rewards` is to call), for this test."""
-    from accelerate.utils import gather_object
-
-    from workbench.info_gain import InfoGainMixin as Mixin
-    from workbench.trainers import ShapedGRPOTrainer
-
-    class IGPOTrainer(Mixin, ShapedGRPOTrainer):
-        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-            out = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-            if wants_info_gain(self.shaping.terms):
-                gen = self._generation
-                probs = self.info_gain_probs(gen["prompt_ids"], completion_ids_list, gen["tool_mask"],
-                                             [x["answer"] for x in inputs])
-                self._scored["rollouts"].turn_probs = gather_object(probs)
-            return out
-
-    return IGPOTrainer
-
-
 @pytest.mark.slow
-def test_igpo_trains_on_the_agentic_task(tiny_overrides, monkeypatch):
-    import workbench.algorithms as algorithms
+def test_igpo_trains_on_the_agentic_task(tiny_overrides):
     from workbench.compose import compose
     from workbench.config import to_train_config
     from workbench.runs import read_jsonl
     from workbench.train import train
 
-    monkeypatch.setattr(algorithms, "trainer_class", lambda name: igpo_trainer_class())
     overrides = ["experiment=agentic_plain", *tiny_overrides, "advantage=[igpo_info_gain]",
                  "algo.per_device_train_batch_size=16", "algo.max_completion_length=96",
                  "model.tiny.warm_start_steps=300", "logger=none", "algo.max_steps=3", "eval.at_start=false",

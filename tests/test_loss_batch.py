@@ -154,7 +154,7 @@ def test_unknown_fields_and_reserved_names_are_refused():
 
     with pytest.raises(ValueError, match="reserved"):
         register(Total)
-    assert set(OPTIONAL_FIELDS) == {"logits"}
+    assert set(OPTIONAL_FIELDS) == {"logits", "ref_logps", "group_accuracy"}
 
 
 def test_pipeline_owns_the_one_weighted_sum():

@@ -229,11 +229,14 @@ def test_every_term_is_finite_on_edge_cases(case):
     logps = -torch.rand(B, T, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
     H = torch.rand(B, T, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
     logits = torch.randn(B, T, 7, generator=torch.Generator().manual_seed(3)).requires_grad_(True)
+    # every optional loss-batch field (loss_batch.OPTIONAL_FIELDS), so a term that reads one is exercised too
+    optional = {"logits": logits, "ref_logps": logps.detach() - 0.05,
+                "group_accuracy": torch.rand(B, generator=torch.Generator().manual_seed(4))}
     for mask in (r.mask, torch.zeros_like(r.mask)):  # and an empty mask
         for term in all_terms("regularizer"):
-            A2 = term.token_advantages(LossBatch.of(logps.detach(), logps.detach() - 0.1, A, mask, logits=logits))
+            A2 = term.token_advantages(LossBatch.of(logps.detach(), logps.detach() - 0.1, A, mask, **optional))
             assert A2.shape == (B, T) and torch.isfinite(A2).all(), term.name
-            loss = term.loss(LossBatch.of(logps, logps.detach() - 0.1, A2, mask, H, logits=logits))
+            loss = term.loss(LossBatch.of(logps, logps.detach() - 0.1, A2, mask, H, **optional))
             assert loss is None or torch.isfinite(loss).all(), term.name
             for k, v in term.metrics().items():
                 assert isinstance(v, float), (term.name, k)

@@ -60,6 +60,7 @@ class Rollouts:
     modes: list[str | None] | None = None  # ("modes") the mode each completion declared
     mode_names: tuple[str, ...] = ()  # the task's modes, cheapest first
     transcripts: list[str] | None = None  # with tools: completions with calls and results written out
+    turn_probs: list[list[float]] | None = None  # IGPO: p_0..p_{K-1} per rollout (workbench.info_gain), else None
     # (B,) float in [0, 1]: the task scorer's raw score (partial credit kept); None means `correct` is the score
     scores: torch.Tensor | None = None
     # Raw (unweighted) outputs of reward terms computed earlier in the list, by name; combiners read these.
@@ -94,6 +95,7 @@ def build_rollouts(
     entropies: torch.Tensor | Sequence[Sequence[float]] | None = None,
     truncated: Sequence[bool] | None = None,
     context_tokens: Sequence[int] | None = None,
+    turn_probs: Sequence[Sequence[float]] | None = None,
 ) -> Rollouts:
     """The one builder of a `Rollouts` record, from per-rollout facts (all of length B, in rollout order; rollouts
     g*G .. (g+1)*G - 1 share a prompt).
@@ -107,6 +109,8 @@ def build_rollouts(
     * `truncated`: None means "the last token is not an EOS id" (`eos_ids`), the rule training uses.
     * `context_tokens`: tool-result tokens read back, for callers whose ids are the model's own tokens only
       (`rl eval`'s rows); None: counted from `model_token_masks`.
+    * `turn_probs`: IGPO's per-turn probabilities of the true answer (`workbench.info_gain`), empty for one-turn
+      rollouts; None when no term asks for them.
     """
     B = len(completions)
     ids = [list(c) for c in completion_ids]
@@ -149,6 +153,8 @@ def build_rollouts(
         r.tool_cost = tool_cost.float()
         r.turns = torch.tensor([float(t) for t in turns] if turns is not None else [1.0] * B)
         r.transcripts = list(transcripts) if transcripts is not None else None
+    if turn_probs is not None:
+        r.turn_probs = [list(p) for p in turn_probs]
     r.cost = rollout_cost(plen, lengths, context, tool_cost, r.price_prompt, r.price_completion).float()
     if entropies is not None:
         if not isinstance(entropies, torch.Tensor):

@@ -53,6 +53,7 @@ from workbench import vllm_cpu
 from workbench.callbacks import EpochSeedCallback, epoch_seeded
 from workbench.config import ConfigError, PriceConfig
 from workbench.evaluation import vllm_backend
+from workbench.info_gain import InfoGainMixin, wants_info_gain
 from workbench.prompts import prompt_text
 from workbench.replay import ReplayMixin
 from workbench.rollouts import Rollouts, build_rollouts, step_metrics
@@ -87,7 +88,7 @@ class TermReward:
         raise RuntimeError(f"reward term '{self.__name__}' is computed by the Shaped trainer's _calculate_rewards")
 
 
-class ShapingMixin(ReplayMixin):
+class ShapingMixin(ReplayMixin, InfoGainMixin):
     """Shared by the GRPO and RLOO subclasses. Set up by `setup_shaping` right after TRL's __init__."""
 
     def __init__(self, *args, **kwargs):
@@ -308,6 +309,10 @@ class ShapingMixin(ReplayMixin):
             local = self._local_entropies(prompt_ids, completion_ids_list)
             entropies = gather(self.accelerator.pad_across_processes(local, dim=1, pad_index=0.0)).cpu()
         group_size = self.num_generations if mode == "train" else (self.num_generations_eval or self.num_generations)
+        turn_probs = None
+        if wants_info_gain(self.shaping.terms):  # IGPO's per-turn answer probabilities (workbench.info_gain)
+            turn_probs = gather_object(self.info_gain_probs(prompt_ids, completion_ids_list, tool_mask,
+                                                            [x["answer"] for x in inputs]))
         rollouts = build_rollouts(
             completions=gather_object(texts),
             completion_ids=gather_object([list(c) for c in completion_ids_list]),
@@ -326,6 +331,7 @@ class ShapingMixin(ReplayMixin):
             turns=gather_object([float(assistant_turns(c)) for c in completions]) if tools_on else None,
             transcripts=gather_object([completion_transcript(c) for c in completions]) if tools_on else None,
             entropies=entropies,
+            turn_probs=turn_probs,
         )
         # phase, answers, tool_calls, modes: workbench.signals.DERIVED_SIGNALS (modes are logged whenever a task has them)
         fill_signals(rollouts, self.needs | ({"modes"} if getattr(self.task, "modes", ()) else set()), self)
