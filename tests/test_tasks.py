@@ -73,7 +73,7 @@ def test_conf_defaults_build_for_procedural_tasks():
 def test_unknown_task_name():
     with pytest.raises(ConfigError) as e:
         build_task(TaskConfig(name="foo"))
-    assert str(e.value) == "task.name='foo' is not valid; choose one of: arithmetic, chain_sum, countdown, file, gym, hf, mixed_arithmetic"
+    assert str(e.value) == "task.name='foo' is not valid; choose one of: arithmetic, arithmetic_explore, arithmetic_pool, chain_sum, countdown, file, gym, hf, mixed_arithmetic, sum_orders"
 
 
 def test_bad_params_are_config_errors():
