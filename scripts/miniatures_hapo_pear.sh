@@ -145,8 +145,9 @@ print("\n".join(lines), file=sys.stderr)
 EOF
   # 3. Plain GRPO and PEAR, 3 seeds.
   DIR=$(sweep pear_explore)
-  # 4. Table: held-out pass@1 and length, training length, and the think entropy PEAR penalises (last 10 steps).
-  compare pear_explore "$DIR" "$start" eval/pass@1 eval/length/mean length/mean entropy/mean
+  # 4. Table: held-out pass@1, length and think entropy (final eval), and the think entropy PEAR penalised in
+  #    training (its own metric, last 10 steps).
+  compare pear_explore "$DIR" "$start" eval/pass@1 eval/length/mean eval/entropy/think shaping/pear/think_entropy
   readme pear-explore-table runs/pear_explore/readme.md
 fi
 echo "miniatures: $((SECONDS / 60)) min $((SECONDS % 60)) s" >&2
