@@ -60,7 +60,9 @@ def test_prompts_scores_and_disjoint_splits(fixture, request):
         assert task.score("<think>x</think>not the answer at all", ex) < 1.0
         assert task.score("<think>unfinished", ex) == 0.0
         assert task.extract_answer(gold(ex)) == ex["answer"]
-        assert task.warm_start_completion(ex, None, False) is None  # type: ignore[arg-type]
+        # answer-only warm-start trace for model=tiny (issue 23 part 6; it was None: no traces)
+        assert task.warm_start_completion(ex, None, False) == f"<think></think>{ex['answer']}"  # type: ignore[arg-type]
+        assert task.score(task.warm_start_completion(ex, None, False), ex) == 1.0  # type: ignore[arg-type]
     assert build_task(gym(task.name)).examples("eval") == evals  # deterministic
 
 
