@@ -17,7 +17,12 @@ def test_experiment_composes_and_validates(experiment):
     from workbench.shaping import build_terms
     from workbench.algorithms import build_trl_args
 
-    cfg = to_train_config(compose("train", [f"experiment={experiment}"]))
+    overrides = [f"experiment={experiment}"]
+    data = compose("train", overrides)
+    if data["model"].get("kind") == "hf" and not (data["model"].get("name_or_path") or data["model"].get("gguf_file")):
+        # an experiment on a local model folder its script passes (hapo_repeat: the replication's tiny cache folder)
+        overrides.append("model.name_or_path=/tmp/a-local-model")
+    cfg = to_train_config(compose("train", overrides))
     assert cfg.experiment_name == experiment
     terms = {kind: build_terms(kind, getattr(cfg, kind)) for kind in ("reward", "advantage", "regularizer")}
     assert terms["reward"], "an experiment needs at least one reward term"

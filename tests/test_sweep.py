@@ -124,7 +124,11 @@ def test_preset_params_expand_and_a_command_line_value_replaces_them():
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "conf" / "sweep").glob("*.yaml")))
 def test_every_sweep_preset_plans(preset):
-    plan = sw.plan_sweep([f"sweep={preset}"])
+    try:
+        plan = sw.plan_sweep([f"sweep={preset}"])
+    except ConfigError as e:  # a preset on a local model folder its script passes (hapo_repeat: a tiny cache folder)
+        assert "model.name_or_path" in str(e), e
+        plan = sw.plan_sweep([f"sweep={preset}", "model.name_or_path=/tmp/a-local-model"])
     assert plan.total > 0
     if plan.kind == "optuna":
         assert plan.objective is not None and plan.directions
