@@ -27,7 +27,7 @@ import random
 from typing import Any
 
 from workbench.config import ConfigError, TaskConfig
-from workbench.tasks.base import THINK_CLOSE, THINK_OPEN, Task
+from workbench.tasks.base import THINK_CLOSE, THINK_OPEN, Task, held_out_split, numbered_splits
 from workbench.tasks.scoring import answer_text, final_number, numbers_equal
 
 #: A^2FM's modes, cheapest first, and the tag that opens a completion in each.
@@ -116,24 +116,12 @@ class MixedArithmeticTask(Task):
         # Hard problems in eval are never in train. Easy ones are drawn from only ~200 one-digit sums and
         # differences, which a training set of any size covers, so eval keeps them (distinct within eval): the easy
         # half measures whether the model answers what it knows at once, not generalisation.
-        seen_train = {ex["expression"] for ex in train if ex["difficulty"] == "hard"}
-        seen: set[str] = set()
+        seen = {ex["expression"] for ex in train if ex["difficulty"] == "hard"}
         rng = random.Random(cfg.seed + EVAL_SEED_OFFSET)
-        evals: list[dict[str, Any]] = []
-        tries = 0
-        while len(evals) < cfg.eval_size and tries < 100 * cfg.eval_size + 1000:
-            tries += 1
-            ex = self._example(*self._problem(rng))
-            if ex["expression"] not in seen and ex["expression"] not in seen_train:
-                seen.add(ex["expression"])
-                evals.append(ex)
-        if len(evals) < cfg.eval_size:
-            raise ConfigError(f"task.eval_size={cfg.eval_size}: only {len(evals)} distinct problems outside the "
-                              "training set; raise task.params.easy_digits or lower task.train_size")
-        for split, rows in (("train", train), ("eval", evals)):
-            for i, ex in enumerate(rows):
-                ex["id"] = i
-            self._cache[split] = rows
+        evals = held_out_split(lambda i: self._example(*self._problem(rng)), lambda ex: ex["expression"], seen,
+                               cfg.eval_size, 100 * cfg.eval_size + 1000, "problems",
+                               "raise task.params.easy_digits or lower task.train_size")
+        self._cache.update(numbered_splits(train, evals))
 
     def examples(self, split: str) -> list[dict[str, Any]]:
         if split not in ("train", "eval"):

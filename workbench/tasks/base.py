@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Callable, Hashable
+
+from workbench.errors import ConfigError
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -20,6 +22,34 @@ CORRECT_THRESHOLD = 1.0 - 1e-9
 def is_correct(score: float) -> bool:
     """Whether a task score counts as a correct answer (the one rule for training and `rl eval`)."""
     return float(score) >= CORRECT_THRESHOLD
+
+
+def held_out_split(draw: Callable[[int], dict[str, Any]], key: Callable[[dict[str, Any]], Hashable],
+                   seen: set[Hashable], eval_size: int, max_tries: int, what: str, hint: str) -> list[dict[str, Any]]:
+    """The eval split of a generated task: `eval_size` problems drawn by `draw(i)` (i = 0, 1, ...), each kept only
+    if its `key` is not in `seen` (the training keys; the kept ones are added, so eval problems are distinct too).
+    Raises ConfigError after `max_tries` draws, naming `task.eval_size`, what ran short and `hint` (what to widen)."""
+    evals: list[dict[str, Any]] = []
+    i = 0
+    while len(evals) < eval_size and i < max_tries:
+        ex = draw(i)
+        i += 1
+        k = key(ex)
+        if k not in seen:
+            seen.add(k)
+            evals.append(ex)
+    if len(evals) < eval_size:
+        raise ConfigError(f"task.eval_size={eval_size}: only {len(evals)} distinct {what} outside the training set; "
+                          f"{hint}")
+    return evals
+
+
+def numbered_splits(train: list[dict[str, Any]], evals: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The two splits with each example's `id` its index in its split."""
+    for rows in (train, evals):
+        for i, ex in enumerate(rows):
+            ex["id"] = i
+    return {"train": train, "eval": evals}
 
 
 def split_think(completion: str) -> tuple[str, str, bool]:

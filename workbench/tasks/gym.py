@@ -19,7 +19,7 @@ from fractions import Fraction
 from typing import Any, Hashable
 
 from workbench.config import ConfigError, TaskConfig
-from workbench.tasks.base import THINK_CLOSE, THINK_OPEN, Task
+from workbench.tasks.base import THINK_CLOSE, THINK_OPEN, Task, held_out_split, numbered_splits
 from workbench.tasks.scoring import THINK_INSTRUCTION, answer_text, final_number, numbers_equal
 
 # reasoning-gym seeds item i with Random(seed + i), so the eval seed must be far from the train seeds.
@@ -80,26 +80,12 @@ class GymTask(Task):
         train_gen = self._generator(cfg.seed, cfg.train_size)
         train = [self._example(self._item(train_gen, i)) for i in range(cfg.train_size)]
         seen: set[Hashable] = {self._key(ex) for ex in train}
-        idx, limit = 0, 50 * cfg.eval_size + 1000
+        limit = 50 * cfg.eval_size + 1000
         # sized to every index the loop may read: some datasets (gsm_symbolic) raise past their `size`
         eval_gen = self._generator(cfg.seed + EVAL_SEED_OFFSET, limit)
-        evals: list[dict[str, Any]] = []
-        while len(evals) < cfg.eval_size and idx < limit:
-            ex = self._example(self._item(eval_gen, idx))
-            idx += 1
-            key = self._key(ex)
-            if key not in seen:
-                seen.add(key)
-                evals.append(ex)
-        if len(evals) < cfg.eval_size:
-            raise ConfigError(
-                f"task.eval_size={cfg.eval_size}: only {len(evals)} distinct {self.name} problems outside the "
-                f"training set; widen task.params or lower task.train_size"
-            )
-        for split, rows in (("train", train), ("eval", evals)):
-            for i, ex in enumerate(rows):
-                ex["id"] = i
-            self._cache[split] = rows
+        evals = held_out_split(lambda i: self._example(self._item(eval_gen, i)), self._key, seen, cfg.eval_size,
+                               limit, f"{self.name} problems", "widen task.params or lower task.train_size")
+        self._cache.update(numbered_splits(train, evals))
 
     def examples(self, split: str) -> list[dict[str, Any]]:
         check_split(split)

@@ -24,7 +24,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from workbench.config import ConfigError, TaskConfig
-from workbench.tasks.base import THINK_CLOSE, THINK_OPEN, Task
+from workbench.tasks.base import THINK_CLOSE, THINK_OPEN, Task, held_out_split, numbered_splits
 from workbench.tasks.gym import EVAL_SEED_OFFSET, check_split
 from workbench.tasks.scoring import THINK_INSTRUCTION, answer_text, final_number, numbers_equal
 
@@ -94,21 +94,11 @@ class SumOrdersTask(Task):
         train_rng = random.Random(cfg.seed)
         train = [self._problem(train_rng) for _ in range(cfg.train_size)]
         seen = {self._key(ex) for ex in train}
-        eval_rng, evals, tries = random.Random(cfg.seed + EVAL_SEED_OFFSET), [], 0
-        while len(evals) < cfg.eval_size and tries < 50 * cfg.eval_size + 1000:
-            ex, tries = self._problem(eval_rng), tries + 1
-            if self._key(ex) not in seen:
-                seen.add(self._key(ex))
-                evals.append(ex)
-        if len(evals) < cfg.eval_size:
-            raise ConfigError(
-                f"task.eval_size={cfg.eval_size}: only {len(evals)} distinct sum_orders problems outside the "
-                f"training set; widen task.params (max_value, terms) or lower task.train_size"
-            )
-        for split, rows in (("train", train), ("eval", evals)):
-            for i, ex in enumerate(rows):
-                ex["id"] = i
-            self._cache[split] = rows
+        eval_rng = random.Random(cfg.seed + EVAL_SEED_OFFSET)
+        evals = held_out_split(lambda i: self._problem(eval_rng), self._key, seen, cfg.eval_size,
+                               50 * cfg.eval_size + 1000, "sum_orders problems",
+                               "widen task.params (max_value, terms) or lower task.train_size")
+        self._cache.update(numbered_splits(train, evals))
 
     def examples(self, split: str) -> list[dict[str, Any]]:
         check_split(split)
