@@ -6,5 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-echo "+ rl train experiment=quickstart $*"
-exec .venv/bin/rl train experiment=quickstart "$@"
+# threads=1: training on one torch thread too, so an idle machine (where auto picks 2) prints the README's figures
+echo "+ rl train experiment=quickstart threads=1 $*"
+exec .venv/bin/rl train experiment=quickstart threads=1 "$@"
