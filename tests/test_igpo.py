@@ -24,11 +24,11 @@ from workbench.info_gain import (
     prior_lead_text,
     pseudo_answer_ids,
     rollout_probes,
-    turn_spans,
     wants_info_gain,
 )
 from workbench.rollouts import Rollouts
 from workbench.shaping import build_terms
+from workbench.shaping.advantage import turn_spans
 from workbench.shaping.advantage_info_gain import IGPOInfoGain, return_to_go_advantages, turn_rewards
 
 

@@ -14,9 +14,9 @@ Only rollouts with two or more turns are probed: a one-turn rollout has no gain 
 one), so its p_0 would go unused. Extra cost per step: sum over multi-turn rollouts of K forward passes of at most
 (prompt + completion + pseudo-answer) tokens, batched (`ProbeBatch.tokens`); `rollout_probes` lists them.
 
-Turn boundaries: `turn_spans`, from the completion's model-token mask (TRL's `tool_mask`: 1 on the model's own
-tokens, 0 on the tool results it appends), through `workbench.shaping.advantage.segment_index(turns=True)`, the one
-definition of an agent turn (EMPG's steps use it too). The pass and the placement both call `turn_spans`.
+Turn boundaries: `workbench.shaping.advantage.turn_spans`, from the completion's model-token mask (TRL's
+`tool_mask`: 1 on the model's own tokens, 0 on the tool results it appends), through `segment_index(turns=True)`
+beside it, the one definition of an agent turn (EMPG's steps use it too). The pass and the placement both call it.
 
 The trainer side is `InfoGainMixin.info_gain_probs`: it runs the probes through TRL's own log-prob function
 (`_get_per_token_logps_and_entropies`, the one TRL's loss uses: same temperature, same padding layout) and returns
@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
+
+from workbench.shaping.advantage import turn_spans
 
 #: What the adapter passes as TRL's log-prob function: (input_ids, attention_mask, logits_to_keep) -> (N, keep).
 LogpsFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
@@ -53,28 +55,6 @@ def mask_tensor(masks: Sequence[Sequence[int]]) -> torch.Tensor:
         if len(m):
             out[i, : len(m)] = torch.tensor(list(m), dtype=torch.float32)
     return out
-
-
-def turn_spans(model_mask: torch.Tensor) -> list[list[tuple[int, int]]]:
-    """Each rollout's assistant turns as [start, end) completion positions, in order, from its (B, T) model-token mask
-    (1 = the model's own token; 0 = a tool result or padding). A turn is a maximal run of model tokens
-    (`segment_index(turns=True)`).
-
-    >>> turn_spans(torch.tensor([[1, 1, 0, 0, 1, 1, 1], [1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]]))
-    [[(0, 2), (4, 7)], [(0, 3)], []]
-    """
-    from workbench.shaping.advantage import segment_index
-
-    seg = segment_index([], model_mask, turns=True)
-    spans: list[list[tuple[int, int]]] = []
-    for row in seg:
-        k = int(row.max()) + 1 if row.numel() else 0
-        out = []
-        for t in range(k):
-            pos = (row == t).nonzero().squeeze(1)
-            out.append((int(pos[0]), int(pos[-1]) + 1))
-        spans.append(out)
-    return spans
 
 
 def pseudo_answer_ids(tokenizer: Any, answer: str, lead: str) -> tuple[list[int], list[int]]:

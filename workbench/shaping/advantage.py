@@ -259,6 +259,26 @@ def segment_index(
     return out
 
 
+def turn_spans(model_mask: torch.Tensor) -> list[list[tuple[int, int]]]:
+    """Each rollout's assistant turns as [start, end) completion positions, in order, from its (B, T) model-token mask
+    (1 = the model's own token; 0 = a tool result or padding). A turn is a maximal run of model tokens
+    (`segment_index(turns=True)`).
+
+    >>> turn_spans(torch.tensor([[1, 1, 0, 0, 1, 1, 1], [1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]]))
+    [[(0, 2), (4, 7)], [(0, 3)], []]
+    """
+    seg = segment_index([], model_mask, turns=True)
+    spans: list[list[tuple[int, int]]] = []
+    for row in seg:
+        k = int(row.max()) + 1 if row.numel() else 0
+        out = []
+        for t in range(k):
+            pos = (row == t).nonzero().squeeze(1)
+            out.append((int(pos[0]), int(pos[-1]) + 1))
+        spans.append(out)
+    return spans
+
+
 def empg_advantages(
     advantages: torch.Tensor,
     entropies: torch.Tensor,

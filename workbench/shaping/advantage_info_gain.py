@@ -14,8 +14,8 @@ from typing import Sequence
 
 import torch
 
-from workbench.info_gain import turn_spans
 from workbench.rollouts import Rollouts
+from workbench.shaping.advantage import turn_spans
 from workbench.shaping.base import AdvantageTransform, register
 
 #: What the final turn's reward is: the run's shaped reward (what TRL normalises) or the task's 0/1 correctness.
