@@ -299,3 +299,15 @@ def test_igpo_trains_on_the_agentic_task(tiny_overrides):
     # the per-token advantages reached TRL's batch: samples.jsonl records each rollout's first-token advantage
     samples = read_jsonl(run.samples_file)
     assert samples and any(abs(s["advantage"]) > 0 for s in samples)
+
+
+def test_igpo_is_refused_on_a_task_without_tools():
+    from workbench.checks import check_train
+    from workbench.compose import compose
+    from workbench.config import to_train_config
+
+    cfg = to_train_config(compose("train", ["experiment=quickstart", "advantage=[igpo_info_gain]"]))
+    with pytest.raises(ConfigError, match=r"advantage=igpo_info_gain acts per agent turn .*task\.tools"):
+        check_train(cfg, with_task=False, new_run=False)
+    tools = to_train_config(compose("train", ["experiment=agentic_plain", "advantage=[igpo_info_gain]"]))
+    check_train(tools, with_task=False, new_run=False)  # the agentic task has tools: accepted

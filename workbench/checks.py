@@ -205,6 +205,10 @@ def check_train(cfg: TrainConfig, with_task: bool = True, new_run: bool = True) 
     if not algorithm(cfg.algo.name).loss_regularizers and any(r.has_token_hook or r.has_loss for r in regularizers):
         able = "|".join(a.name for a in supporting("loss_regularizers"))
         raise ConfigError(f"regularizer: loss-side terms (clip_cov, kl_cov, siren) work with algo={able} only")
+    per_turn = [f"{t.kind}={t.name}" for t in (*reward_terms, *advantage_terms, *regularizers) if t.requires_tools]
+    if per_turn and not cfg.task.tools:
+        raise ConfigError(f"{', '.join(per_turn)} acts per agent turn and needs a task with tools (task.tools, e.g. "
+                          "experiment=agentic_plain)")
     args = trl_arguments(cfg, regularizers)
     if args.use_vllm:
         check_vllm_train(cfg, args.vllm_mode)

@@ -103,6 +103,7 @@ class IGPOInfoGain(AdvantageTransform):
 
     name = "igpo_info_gain"
     info_gain_pass = True  # workbench.info_gain.wants_info_gain: the trainer runs the pass for this term
+    requires_tools = True  # per-turn gains: without tool calls every rollout is one turn (the outcome return only)
 
     def __init__(self, lead: str = "", prior_lead: str | None = None, outcome: str = "reward"):
         if outcome not in OUTCOMES:

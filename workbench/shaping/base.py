@@ -44,6 +44,9 @@ class Term:
     name: ClassVar[str] = ""
     kind: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset()
+    #: the term acts per agent turn and means nothing without tool calls: `check_train` refuses it when the task
+    #: has no `task.tools`
+    requires_tools: ClassVar[bool] = False
 
     def state_dict(self) -> dict[str, Any]:
         """Cross-step state to save with checkpoints (e.g. HAPO's per-prompt history). Empty by default."""
