@@ -20,14 +20,7 @@ SECONDS=0
 run() { echo "+ $*" >&2; "$@"; }
 
 # 1. The tiny model warm-started on all three modes (instant, reasoning, agentic), built once with both cores.
-run "$PY" -c 'import sys
-from workbench.compose import compose
-from workbench.config import to_train_config
-from workbench.models import load_model_and_tokenizer
-from workbench.tasks import build_task
-cfg = to_train_config(compose("train", sys.argv[1:]))
-info = load_model_and_tokenizer(cfg.model, build_task(cfg.task))[2]
-print("tiny model:", info["cache_path"], "cache hit:", info["cache_hit"])' experiment=agentic_plain
+run "$PY" scripts/tiny_model.py experiment=agentic_plain > /dev/null
 
 # 2. The sweep: 6 runs, or the jobs of the newest agentic_cost sweep that did not complete.
 SWEEP=$(ls -d runs/sweeps/*_agentic_cost 2>/dev/null | tail -n 1 || true)

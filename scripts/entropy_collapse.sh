@@ -23,15 +23,7 @@ run() { echo "+ $*" >&2; "$@"; }
 
 # 1. The tiny model warm-started on sum_orders' random-order traces, built once before the sweep needs it
 #    (~4-5 min on an idle machine; a cache hit takes seconds).
-run "$PY" -c 'import sys
-from workbench.compose import compose
-from workbench.config import to_train_config
-from workbench.models import load_model_and_tokenizer
-from workbench.tasks import build_task
-cfg = to_train_config(compose("train", sys.argv[1:]))
-info = load_model_and_tokenizer(cfg.model, build_task(cfg.task))[2]
-print("tiny model:", info["cache_path"], "cache hit:", info["cache_hit"],
-      "warm-start greedy held-out accuracy:", info["warm_start_accuracy"])' experiment=entropy_collapse
+run "$PY" scripts/tiny_model.py experiment=entropy_collapse > /dev/null
 
 # 2. The sweep: 24 runs, or the jobs of the newest entropy_collapse sweep that did not complete.
 SWEEP=$(ls -d runs/sweeps/*_entropy_collapse 2>/dev/null | tail -n 1 || true)

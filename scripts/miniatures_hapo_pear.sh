@@ -20,16 +20,7 @@ run() { echo "+ $*" >&2; "$@"; }
 
 # The tiny model of an experiment (built once and cached; a cache hit takes seconds): prints its cache folder.
 tiny_model() {
-  run "$PY" -c 'import sys
-from workbench.compose import compose
-from workbench.config import to_train_config
-from workbench.models import load_model_and_tokenizer
-from workbench.tasks import build_task
-cfg = to_train_config(compose("train", sys.argv[1:]))
-info = load_model_and_tokenizer(cfg.model, build_task(cfg.task))[2]
-print("tiny model:", info["cache_path"], "cache hit:", info["cache_hit"],
-      "warm-start greedy held-out accuracy:", info["warm_start_accuracy"], file=sys.stderr)
-print(info["cache_path"])' "$@" | tail -n 1
+  run "$PY" scripts/tiny_model.py "$@" | tail -n 1
 }
 
 # sweep NAME OVERRIDES...: rl sweep --resume on the newest runs/sweeps/*_NAME, else a new sweep; prints its folder.
