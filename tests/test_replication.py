@@ -168,9 +168,13 @@ def test_sweep_preset_runs_every_method_over_three_seeds_and_the_script_uses_it(
     files = sorted(p.stem for p in (CONF_DIR / "experiment").glob("replication*.yaml"))
     assert sorted(METHODS) == files
     script = (ROOT / "scripts" / "replicate.sh").read_text()
-    for fragment in ("sweep=replication", "sweep --resume", "--group-by experiment_name",
-                     "--baseline experiment_name=replication", "--report", "--format md", "replication-table:start"):
+    for fragment in ("sweep_lib.sh", "sweep replication", "--group-by experiment_name",
+                     "--baseline experiment_name=replication", "--report", "--format md",
+                     "readme_table replication-table"):
         assert fragment in script, fragment
+    lib = (ROOT / "scripts" / "sweep_lib.sh").read_text()  # the sweep and README-table steps every table script shares
+    for fragment in ('sweep="$name"', "sweep --resume", ":start -->", ":end -->"):
+        assert fragment in lib, fragment
     assert subprocess.run(["bash", "-n", str(ROOT / "scripts" / "replicate.sh")]).returncode == 0
     readme = (ROOT / "README.md").read_text()
     assert readme.count("<!-- replication-table:start -->") == 1 and readme.count("<!-- replication-table:end -->") == 1

@@ -123,9 +123,10 @@ def _flat(d, prefix=""):
     return out
 
 
-@pytest.mark.parametrize("plain,method,term", [("hapo_repeat", "hapo_repeat_hapo", "length_hapo"),
-                                               ("pear_explore", "pear_explore_pear", "pear")])
-def test_arms_differ_only_in_the_term_and_the_sweep_and_script_run_them(plain, method, term):
+@pytest.mark.parametrize("plain,method,term,arms", [
+    ("hapo_repeat", "hapo_repeat_hapo", "length_hapo", "hapo_repeat,hapo_repeat_hapo"),
+    ("pear_explore", "pear_explore_pear", "pear", "pear_explore,pear_explore_pear,pear_explore_pear_w1")])
+def test_arms_differ_only_in_the_term_and_the_sweep_and_script_run_them(plain, method, term, arms):
     import subprocess
     from pathlib import Path
 
@@ -139,12 +140,20 @@ def test_arms_differ_only_in_the_term_and_the_sweep_and_script_run_them(plain, m
     assert not own[plain] - {"experiment_name"} and f"reward.{term}.weight" in own[method]
     params = yaml.safe_load((root / "conf" / "sweep" / f"{plain}.yaml").read_text())["hydra"]
     assert params["launcher"]["n_jobs"] == 1  # one training process at a time on the shared machine
-    assert params["sweeper"]["params"] == {"seed": "0,1,2", "experiment": f"{plain},{method}"}
+    assert params["sweeper"]["params"] == {"seed": "0,1,2", "experiment": arms}
     script = root / "scripts" / "miniatures_hapo_pear.sh"
     text = script.read_text()
     marker = plain.replace("_", "-") + "-table"
-    for fragment in (f"sweep {plain}", f"compare {plain}", marker, "sweep --resume", "--group-by experiment_name"):
+    for fragment in (f"sweep {plain}", f"compare {plain}", marker, "sweep_lib.sh", "--group-by experiment_name"):
         assert fragment in text, fragment
+    assert "sweep --resume" in (root / "scripts" / "sweep_lib.sh").read_text()
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     readme = (root / "README.md").read_text()
     assert readme.count(f"<!-- {marker}:start -->") == 1 and readme.count(f"<!-- {marker}:end -->") == 1
+
+
+def test_pear_weight_arm_changes_only_the_weight():
+    cfgs = {e: _flat(compose("train", [f"experiment={e}"])) for e in ("pear_explore_pear", "pear_explore_pear_w1")}
+    diff = {k for k in cfgs["pear_explore_pear"] if cfgs["pear_explore_pear"][k] != cfgs["pear_explore_pear_w1"].get(k)}
+    assert diff == {"experiment_name", "reward.pear.weight"}
+    assert (cfgs["pear_explore_pear"]["reward.pear.weight"], cfgs["pear_explore_pear_w1"]["reward.pear.weight"]) == (0.1, 1.0)

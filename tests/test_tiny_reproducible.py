@@ -69,3 +69,18 @@ def test_thread_override_has_its_own_cache_key(monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setenv(BUILD_THREADS_ENV, bad)
         with pytest.raises(ConfigError, match=BUILD_THREADS_ENV):
             build_threads()
+
+
+def test_build_environment_enters_the_cache_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model built under another torch/transformers version or CPU ISA gets its own entry (and the key says so)."""
+    import workbench.models.tiny_cache as tiny_cache
+
+    task = _task()
+    material = collect_task_material(task, SMALL)
+    key = cache_key(SMALL, task, material)
+    assert key["build_env"] == {"torch": torch.__version__, "transformers": tiny_cache._transformers_version(),
+                                "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    monkeypatch.setattr(tiny_cache, "_transformers_version", lambda: "0.0-other")
+    other = cache_key(SMALL, task, material)
+    assert other["build_env"]["transformers"] == "0.0-other"
+    assert tiny_cache.cache_hash(other) != tiny_cache.cache_hash(key)

@@ -107,7 +107,19 @@ def cache_key(tiny: TinyModelConfig, task: Task, material: TaskMaterial) -> dict
     threads = build_threads()
     if threads != BUILD_THREADS:  # a build on another thread count may differ in the last bits: its own entry
         key["build_threads"] = threads
+    key["build_env"] = build_environment()
     return key
+
+
+def build_environment() -> dict[str, str]:
+    """What besides the recipe decides a build's bits: the torch and transformers versions and the CPU's vector ISA
+    (torch's kernel dispatch: e.g. AVX2 vs AVX512 reductions round differently). Measured: the quickstart model built
+    on 1 thread came out byte-identical under other loads and thread settings on one machine, but 69% greedy
+    held-out accuracy instead of 72% on another machine (AVX2, transformers 5.24.0), so a cache entry copied
+    between environments is not reused as if it were the same model. Not captured: two CPUs with the same ISA
+    whose kernels still differ."""
+    return {"torch": torch.__version__, "transformers": _transformers_version(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def cache_hash(key: dict[str, Any]) -> str:
@@ -150,7 +162,6 @@ def build_into(directory: Path, tiny: TinyModelConfig, task: Task, material: Tas
         "cache_format": CACHE_FORMAT,
         "key": key,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": {"torch": torch.__version__, "transformers": _transformers_version()},
         "num_params": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),
         "warm_start_steps": tiny.warm_start_steps,
