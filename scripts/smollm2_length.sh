@@ -26,7 +26,7 @@ mkdir -p "$OUT"
 CMP=("$RL" compare "$SWEEP" --group-by experiment_name --baseline experiment_name=smollm2_length)
 run "${CMP[@]}" --metric eval/pass@1 --metric eval/length/mean --metric eval/entropy/mean --metric length/mean \
   --report "$OUT/report.html" --format md > "$OUT/table.md"
-run "${CMP[@]}" --metric eval/pass@1_start --metric eval/length/mean_start --format md > "$OUT/start.md"
+run "${CMP[@]}" --metric eval/accuracy_start --metric eval/length/mean_start --format md > "$OUT/start.md"
 cat "$OUT/table.md" "$OUT/start.md"
 
 # 4. The README table, between its markers.

@@ -243,6 +243,11 @@ def test_mde_line_and_resolve(tmp_path):
     make_run(one, "g", {"name": "m", "algo": {"learning_rate": 1e-4}}, summary={"eval/accuracy": 0.8})
     single = cmp.compare([one], metrics=["eval/accuracy"], resolve=["0.02"])
     assert "no comparison has two seeds on both sides" in " ".join(single.footer())
+    # two arms that share every per-seed value (e.g. evaluation before training, same base model): no spread to size
+    # from, so the footer says so instead of "0.0 pt"
+    same = _runs(tmp_path / "same", group=BASE)
+    foot = " ".join(cmp.compare([same], metrics=["eval/accuracy"]).footer())
+    assert "eval/accuracy: #2 any (no spread over seeds) (3 paired seeds)" in foot and "0.0 pt" not in foot
     with pytest.raises(cmp.CompareError, match="not a metric of the table"):
         cmp.compare([root], metrics=["eval/accuracy"], resolve=["eval/pass@1=0.02"])
     with pytest.raises(cmp.CompareError, match="positive difference"):

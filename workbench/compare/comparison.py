@@ -122,7 +122,8 @@ class Comparison:
         level = self.family_level()
         per_metric = []
         for m in self.metrics:
-            bits = [f"#{gi + 1} {self.difference_text(m, c.mde)} ({c.pairs or c.n} {'paired ' if c.pairs else ''}seeds)"
+            bits = [f"#{gi + 1} {self.difference_text(m, c.mde) if c.mde > 0 else 'any (no spread over seeds)'} "
+                    f"({c.pairs or c.n} {'paired ' if c.pairs else ''}seeds)"
                     for gi, mm, c in tested if mm == m and math.isfinite(c.mde)]
             if bits:
                 per_metric.append(f"{m}: " + ", ".join(bits))
