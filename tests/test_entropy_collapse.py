@@ -15,7 +15,7 @@ from workbench.compose import CONF_DIR, compose
 from workbench.config import ConfigError, TaskConfig, to_train_config
 from workbench.models.tiny_warm_start import warm_start_trace
 from workbench.tasks import build_task
-from workbench.tasks.orders import order_trace
+from workbench.tasks.orders import direct_trace, order_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["entropy_collapse", "entropy_collapse_kl_cov", "entropy_collapse_clip_cov", "entropy_collapse_forking",
@@ -53,6 +53,23 @@ def test_orders_are_uniform_at_fraction_0_and_the_prompt_order_gets_its_share_at
     assert all(350 < c < 650 for t, c in skewed.items() if t != in_order), skewed  # 0.083 each = 500
 
 
+def test_direct_fraction_mixes_in_the_one_step_strategy_and_keys_the_model_only_when_set():
+    ex = next(e for e in task().examples("train") if len(set(e["numbers"])) == 3)
+    direct = direct_trace(ex["numbers"])
+    assert direct == f"<think>{'+'.join(map(str, ex['numbers']))}={ex['answer']}</think>{ex['answer']}"
+    mixed = task(direct_fraction=0.5)
+    assert mixed.score(direct, ex) == 1.0 and direct in mixed.solutions(ex) and direct not in task().solutions(ex)
+    rng = random.Random(2)
+    draws = Counter(mixed.warm_start_completion(ex, rng, False) for _ in range(6000))
+    assert 2800 < draws[direct] < 3200  # half one-step ...
+    assert len(draws) == 7 and all(350 < c < 650 for t, c in draws.items() if t != direct), draws  # ... 1/12 per order
+    # at 0 the warm start draws exactly as before the option existed (same stream, same cache key)
+    a, b = random.Random(3), random.Random(3)
+    assert [task().warm_start_completion(ex, a, False) for _ in range(50)] == \
+        [task(direct_fraction=0).warm_start_completion(ex, b, False) for _ in range(50)]
+    assert "direct_fraction" not in task().fingerprint() and mixed.fingerprint()["direct_fraction"] == 0.5
+
+
 def test_order_trace_and_scoring():
     assert order_trace([7, 15, 3], [1, 2, 0]) == "<think>15+3=18. 18+7=25</think>25"
     with pytest.raises(ValueError, match="permutation"):
@@ -77,7 +94,9 @@ def test_splits_share_no_problem_in_any_order_and_prompts_are_compact():
 
 @pytest.mark.parametrize("params, match", [
     ({"digits": 2},
-     r"task\.params\.digits is not an option of sum_orders; valid: terms, min_value, max_value, in_order_fraction"),
+     r"task\.params\.digits is not an option of sum_orders; valid: terms, min_value, max_value, in_order_fraction, "
+     r"direct_fraction"),
+    ({"direct_fraction": -0.1}, r"task\.params\.direct_fraction=-0\.1 must be a number in \[0, 1\]"),
     ({"in_order_fraction": 1.5}, r"task\.params\.in_order_fraction=1\.5 must be a number in \[0, 1\]"),
     ({"terms": 1}, r"task\.params\.terms=1 must be an integer from 2 to 6"),
     ({"min_value": 5, "max_value": 2}, r"min_value=5, max_value=2"),

@@ -28,7 +28,19 @@ from workbench.tasks.base import THINK_CLOSE, THINK_OPEN, Task, held_out_split, 
 from workbench.tasks.gym import EVAL_SEED_OFFSET, check_split
 from workbench.tasks.scoring import THINK_INSTRUCTION, answer_text, final_number, numbers_equal
 
-DEFAULTS: dict[str, float] = {"terms": 3, "min_value": 1, "max_value": 20, "in_order_fraction": 0.0}
+DEFAULTS: dict[str, float] = {"terms": 3, "min_value": 1, "max_value": 20, "in_order_fraction": 0.0,
+                              "direct_fraction": 0.0}
+# Options that enter the fingerprint only when set (models built before they existed keep their cache key).
+OPTIONAL = ("in_order_fraction", "direct_fraction")
+
+
+def direct_trace(numbers: list[int]) -> str:
+    """The one-step strategy: the whole sum written at once, no partial sums.
+
+    >>> direct_trace([7, 15, 3])
+    '<think>7+15+3=25</think>25'
+    """
+    return f"{THINK_OPEN}{'+'.join(map(str, numbers))}={sum(numbers)}{THINK_CLOSE}{sum(numbers)}"
 
 
 def order_trace(numbers: list[int], order: list[int]) -> str:
@@ -63,9 +75,10 @@ class SumOrdersTask(Task):
             raise ConfigError(f"task.params.terms={terms!r} must be an integer from 2 to 6")
         if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi):
             raise ConfigError(f"task.params.min_value={lo!r}, max_value={hi!r}: need integers 0 <= min <= max")
-        frac = self.params["in_order_fraction"]
-        if not (isinstance(frac, (int, float)) and 0.0 <= frac <= 1.0):
-            raise ConfigError(f"task.params.in_order_fraction={frac!r} must be a number in [0, 1]")
+        for key in OPTIONAL:
+            frac = self.params[key]
+            if not (isinstance(frac, (int, float)) and 0.0 <= frac <= 1.0):
+                raise ConfigError(f"task.params.{key}={frac!r} must be a number in [0, 1]")
         if cfg.train_size < 1:
             raise ConfigError(f"task.train_size={cfg.train_size} must be at least 1")
         if cfg.eval_size < 0:
@@ -73,9 +86,9 @@ class SumOrdersTask(Task):
         self._cache: dict[str, list[dict[str, Any]]] = {}
 
     def fingerprint(self) -> dict[str, Any]:
-        """The options that define the problems and traces (part of the tiny model's cache key); in_order_fraction
-        only when set, so models built before the option existed keep their key."""
-        return {"task": self.name, **{k: v for k, v in self.params.items() if k != "in_order_fraction" or v}}
+        """The options that define the problems and traces (part of the tiny model's cache key); the OPTIONAL ones
+        only when set, so models built before they existed keep their key."""
+        return {"task": self.name, **{k: v for k, v in self.params.items() if k not in OPTIONAL or v}}
 
     def _problem(self, rng: random.Random) -> dict[str, Any]:
         numbers = [rng.randint(self.params["min_value"], self.params["max_value"])
@@ -113,9 +126,14 @@ class SumOrdersTask(Task):
         return 1.0 if numbers_equal(self.extract_answer(completion), str(example["answer"])) else 0.0
 
     def warm_start_completion(self, example: dict[str, Any], rng: random.Random, verbose: bool) -> str | None:
-        """A trace that adds the terms in the prompt's order with probability `in_order_fraction`, else in a
-        uniformly random order (the prompt's among them), drawn from `rng` (the warm start's stream), so the
-        warm-start data holds every order. `verbose` is ignored: the orders are the task's only choice of style."""
+        """With probability `direct_fraction` the one-step trace (`direct_trace`: the sum at once, a second strategy
+        that the tiny model gets right less often); otherwise a trace that adds the terms in the prompt's order with
+        probability `in_order_fraction`, else in a uniformly random order (the prompt's among them). Drawn from
+        `rng` (the warm start's stream), so the warm-start data holds every order. `verbose` is ignored: the
+        strategies are the task's only choice of style."""
+        direct = self.params["direct_fraction"]
+        if direct and rng.random() < direct:  # no draw at 0: the streams of models built without it stay as built
+            return direct_trace(list(example["numbers"]))
         order = list(range(len(example["numbers"])))
         frac = self.params["in_order_fraction"]
         if frac == 0 or rng.random() >= frac:  # no draw at 0: the uniform stream (and cached models) stay as built
@@ -123,8 +141,10 @@ class SumOrdersTask(Task):
         return order_trace(list(example["numbers"]), order)
 
     def solutions(self, example: dict[str, Any]) -> set[str]:
-        """Every distinct reference trace of `example` (one per order, fewer when numbers repeat)."""
+        """Every distinct reference trace of `example` (one per order, fewer when numbers repeat; and the one-step
+        trace where the warm start writes it)."""
         import itertools
 
         numbers = list(example["numbers"])
-        return {order_trace(numbers, list(p)) for p in itertools.permutations(range(len(numbers)))}
+        traces = {order_trace(numbers, list(p)) for p in itertools.permutations(range(len(numbers)))}
+        return traces | ({direct_trace(numbers)} if self.params["direct_fraction"] else set())
