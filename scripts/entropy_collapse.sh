@@ -47,7 +47,19 @@ _, fits, perf, omitted = entropy_law(comp)
 fit_by = dict(fits)
 why_by = dict(omitted)
 lines = ["| method (experiment_name) | seeds | entropy, first 5 steps | entropy, last 10 steps | end / start | "
-         f"end vs plain | R = -a e^H + b on ({perf}) |", "|---|---:|---:|---:|---:|---:|---|"]
+         f"end vs plain | held-out entropy, start -> end | pass@16, start -> end | R = -a e^H + b on ({perf}) |",
+         "|---|---:|---:|---:|---:|---:|---|---|---|"]
+
+
+def start_end(runs, metric):
+    """Mean over runs of a held-out metric before and after training (summary.json), as 'start -> end'."""
+    pairs = [(r.summary.get(f"{metric}_start"), r.summary.get(metric)) for r in runs]
+    pairs = [p for p in pairs if all(isinstance(v, (int, float)) for v in p)]
+    if not pairs:
+        return "n/a"
+    return f"{np.mean([p[0] for p in pairs]):.3f} -> {np.mean([p[1] for p in pairs]):.3f}"
+
+
 base_end = None
 for g in comp.groups:
     starts, ends = [], []
@@ -65,10 +77,13 @@ for g in comp.groups:
     law = (f"a={fit['a']:.3g}, b={fit['b']:.3g}, ceiling {fit['ceiling']:.3f}, R²={fit['r2']:.2f}" if fit
            else "no fit: " + why_by.get(g.title, "no points"))
     lines.append(f"| {name} | {len(ends)} | {start:.3f} | {end:.3f} | {end / start:.2f} | "
-                 f"{end / base_end:.2f}x | {law} |")
+                 f"{end / base_end:.2f}x | {start_end(g.runs, 'eval/entropy/mean')} | "
+                 f"{start_end(g.runs, 'eval/pass@16')} | {law} |")
 lines.append("")
 lines.append("Entropy: `entropy/mean` of the training rollouts (nats per token), mean over seeds of each run's first 5 "
-             "and last 10 logged steps; end vs plain = the method's end entropy / plain GRPO's (the first row). The fit: "
+             "and last 10 logged steps; end vs plain = the method's end entropy / plain GRPO's (the first row); held-out "
+             "entropy and pass@16: the evaluation before and after training (100 problems x 16 samples, T = 1), mean "
+             "over seeds. The fit: "
              "the report's per-group least squares on per-step (entropy, performance) pairs over all seeds "
              "(workbench.stats.fit_entropy_law), shown only where workbench.report.fit_omission finds it meaningful.")
 Path(sys.argv[2]).write_text("\n".join(lines) + "\n")

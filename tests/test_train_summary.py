@@ -35,3 +35,21 @@ def test_tool_and_mode_rows_when_evaluated(capsys, monkeypatch):
     cost = next(x for x in lines if "cost_of_pass" in x)
     assert " - " in cost and mc.fmt("eval/cost_of_pass", 2e-5) in cost  # no start value: '-'
     assert any("eval/modes/agentic" in x and mc.fmt("eval/modes/agentic", 0.1) in x for x in lines)
+
+
+def test_summary_json_keeps_the_start_of_pass_at_k_and_entropy(tmp_path):
+    """A collapse is read as pass@16 and entropy falling from their start values, so summary.json keeps them
+    (without their intervals); the end evaluation's keys stay as they are."""
+    from types import SimpleNamespace
+
+    from workbench.summary import summarize
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "entropy/mean": 0.2}\n')
+    run = SimpleNamespace(path=tmp_path, metrics_file=tmp_path / "metrics.jsonl", read_meta=lambda: {})
+    cfg = SimpleNamespace(experiment_name="e", name="r", seed=0, algo=SimpleNamespace(name="grpo"))
+    start = {"eval/accuracy": 0.3, "eval/pass@16": 0.98, "eval/pass@16/ci_low": 0.95, "eval/entropy/mean": 0.22,
+             "eval/maj@16": 0.5}
+    s = summarize(run, cfg, start, {"eval/pass@16": 0.86}, 10.0, 1)
+    assert s["eval/pass@16_start"] == 0.98 and s["eval/entropy/mean_start"] == 0.22 and s["eval/pass@16"] == 0.86
+    assert "eval/pass@16/ci_low_start" not in s and "eval/maj@16_start" not in s
+    assert s["entropy/mean"] == 0.2

@@ -46,10 +46,11 @@ def summarize(run: RunDir, cfg: TrainConfig, start: dict, end: dict, seconds: fl
         "eval/accuracy_start/ci_low": start.get("eval/accuracy/ci_low"),
         "eval/accuracy_start/ci_high": start.get("eval/accuracy/ci_high"),
         "eval/length/mean_start": start.get("eval/length/mean"),
-        # with tools / modes: the start values of the cost measures the summary table shows
+        # the start values of pass@k (a collapse shows as pass@16 falling), the entropies, and with tools / modes
+        # the cost measures the summary table shows
         **{f"{k}_start": v for k, v in start.items()
            if k in ("eval/cost_of_pass", "eval/tools/calls_per_problem") or
-           (k.startswith("eval/modes/") and not k.endswith(("/ci_low", "/ci_high")))},
+           (k.startswith(("eval/modes/", "eval/pass@", "eval/entropy/")) and not k.endswith(("/ci_low", "/ci_high")))},
         **{k: v for k, v in end.items() if not k.endswith(("/ci_low", "/ci_high")) or k.startswith("eval/accuracy/")},
         **{k: tail_mean(k) for k in TAIL_METRICS},
     }
