@@ -7,6 +7,7 @@ the file runs in well under a minute on 2 CPU cores without depending on the rea
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -305,3 +306,19 @@ def test_dtype_is_applied(built: tuple[Any, Any, dict[str, Any]], cache: Path) -
     cfg.dtype = "bfloat16"
     model, _, info = load_model_and_tokenizer(cfg, OneDigitAdd(), cache_dir=cache, progress=False)
     assert info["cache_hit"] is True and next(model.parameters()).dtype == torch.bfloat16
+
+
+def test_importing_the_workbench_turns_hugging_face_telemetry_off():
+    """TRL's trainer sends telemetry from a thread (a DNS lookup that segfaulted in a sweep worker); the workbench
+    turns it off before huggingface_hub reads the variable, and keeps a value the user set."""
+    import subprocess
+    import sys
+
+    code = ("import workbench, huggingface_hub.constants as c, os; "
+            "print(os.environ['HF_HUB_DISABLE_TELEMETRY'], c.HF_HUB_DISABLE_TELEMETRY)")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_DISABLE_TELEMETRY", "HF_HUB_OFFLINE")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["1", "True"]
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "HF_HUB_DISABLE_TELEMETRY": "0"},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0", "False"]

@@ -8,8 +8,9 @@ order with probability `in_order_fraction`, else a uniformly random one (default
 warm-started policy has genuine entropy over the orders (ln 3! = 1.79 nats a trace for 3 terms when uniform, 1.35 at
 0.5), at the few tokens that pick the next term. Every order is correct; a skewed warm start (0.5) makes the most
 likely order also the best learned, the positive covariance between probability and advantage that Cui et al. find
-drives entropy collapse. Whether plain GRPO collapses the orders here, and at which settings: README, "Entropy
-collapse miniature".
+drives entropy collapse. `direct_fraction` mixes in a second strategy, the whole sum in one step
+(`<think>7+15+3=25</think>25`), for that fraction of the traces. Whether plain GRPO collapses here, and at which
+settings: README, "Entropy collapse miniature".
 
 Problems are generated here (no reasoning-gym dataset has several solutions with a cheap reference trace):
 `task.params.terms` numbers drawn uniformly from [`min_value`, `max_value`], prompt `7+15+3=`, answer their sum.
@@ -126,8 +127,8 @@ class SumOrdersTask(Task):
         return 1.0 if numbers_equal(self.extract_answer(completion), str(example["answer"])) else 0.0
 
     def warm_start_completion(self, example: dict[str, Any], rng: random.Random, verbose: bool) -> str | None:
-        """With probability `direct_fraction` the one-step trace (`direct_trace`: the sum at once, a second strategy
-        that the tiny model gets right less often); otherwise a trace that adds the terms in the prompt's order with
+        """With probability `direct_fraction` the one-step trace (`direct_trace`: the sum at once, a second strategy;
+        after the warm start the tiny model gets it right more often than the stepwise ones, README); otherwise a trace that adds the terms in the prompt's order with
         probability `in_order_fraction`, else in a uniformly random order (the prompt's among them). Drawn from
         `rng` (the warm start's stream), so the warm-start data holds every order. `verbose` is ignored: the
         strategies are the task's only choice of style."""
