@@ -6,6 +6,7 @@
 # the fitted R = -a exp(H) + b per method.
 #   bash scripts/entropy_collapse.sh                     # start, or resume the newest *_entropy_collapse sweep
 #   FRESH=1 bash scripts/entropy_collapse.sh             # start a new sweep even if an unfinished one exists
+#   TABLES_ONLY=1 bash scripts/entropy_collapse.sh       # no sweep: the tables from what the newest one completed
 #   N_JOBS=1 bash scripts/entropy_collapse.sh            # one run at a time (a shared machine); default 2
 #   bash scripts/entropy_collapse.sh "hydra.sweeper.params.experiment='entropy_collapse,entropy_collapse_kl_cov'"
 #                                                        # extra overrides for a new sweep (here: two methods)

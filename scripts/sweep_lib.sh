@@ -4,7 +4,8 @@
 #   . scripts/sweep_lib.sh
 #   sweep replication seed=0        # sets SWEEP (its folder) and SWEEP_RC (rl sweep's exit code)
 #   readme_table replication-table "$SWEEP" runs/replication/table.md
-# FRESH=1 in the environment starts a new sweep even where an unfinished one exists.
+# FRESH=1 in the environment starts a new sweep even where an unfinished one exists; TABLES_ONLY=1 runs no sweep and
+# rebuilds the tables from what the newest one has completed (e.g. while it still runs, or after stopping it).
 
 RL=.venv/bin/rl
 PY=.venv/bin/python
@@ -22,6 +23,11 @@ sweep() {
   shift
   SWEEP=$(ls -d runs/sweeps/*_"$name" 2>/dev/null | tail -n 1 || true)
   SWEEP_RC=0
+  if [ -n "${TABLES_ONLY:-}" ]; then
+    [ -n "$SWEEP" ] || { echo "TABLES_ONLY: no runs/sweeps/*_$name to build tables from" >&2; exit 2; }
+    echo "TABLES_ONLY: no sweep run; tables from $SWEEP" >&2
+    return 0
+  fi
   if [ -n "$SWEEP" ] && [ -z "${FRESH:-}" ]; then
     run "$RL" sweep --resume "$SWEEP" >&2 || SWEEP_RC=$?
   else

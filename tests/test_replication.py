@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import random
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,22 @@ def test_sweep_preset_runs_every_method_over_three_seeds_and_the_script_uses_it(
     assert subprocess.run(["bash", "-n", str(ROOT / "scripts" / "replicate.sh")]).returncode == 0
     readme = (ROOT / "README.md").read_text()
     assert readme.count("<!-- replication-table:start -->") == 1 and readme.count("<!-- replication-table:end -->") == 1
+
+
+def test_sweep_lib_tables_only_picks_the_newest_sweep_and_runs_nothing(tmp_path):
+    """TABLES_ONLY=1: `sweep NAME` names the newest runs/sweeps/*_NAME and launches nothing (RL points at a command
+    that would fail); without any such sweep it stops with a one-line message and exit code 2."""
+    for stamp in ("2026-12-01_10-00-00", "2026-12-02_10-00-00"):
+        (tmp_path / "runs" / "sweeps" / f"{stamp}_demo").mkdir(parents=True)
+    lib = ROOT / "scripts" / "sweep_lib.sh"
+    script = f'. "{lib}"; RL=false; sweep demo seed=0; echo "SWEEP=$SWEEP RC=$SWEEP_RC"'
+    env = {**os.environ, "TABLES_ONLY": "1"}
+    out = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "SWEEP=runs/sweeps/2026-12-02_10-00-00_demo RC=0", out
+    assert "no sweep run" in out.stderr
+    missing = subprocess.run(["bash", "-c", script.replace("sweep demo", "sweep other")], cwd=tmp_path, env=env,
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.strip() == "TABLES_ONLY: no runs/sweeps/*_other to build tables from"
 
 
 # ----------------------------------------------------------------------------------------------- report
