@@ -41,7 +41,8 @@ def direct_trace(numbers: list[int]) -> str:
     >>> direct_trace([7, 15, 3])
     '<think>7+15+3=25</think>25'
     """
-    return f"{THINK_OPEN}{'+'.join(map(str, numbers))}={sum(numbers)}{THINK_CLOSE}{sum(numbers)}"
+    total = sum(numbers)
+    return f"{THINK_OPEN}{'+'.join(map(str, numbers))}={total}{THINK_CLOSE}{total}"
 
 
 def order_trace(numbers: list[int], order: list[int]) -> str:
@@ -127,11 +128,11 @@ class SumOrdersTask(Task):
         return 1.0 if numbers_equal(self.extract_answer(completion), str(example["answer"])) else 0.0
 
     def warm_start_completion(self, example: dict[str, Any], rng: random.Random, verbose: bool) -> str | None:
-        """With probability `direct_fraction` the one-step trace (`direct_trace`: the sum at once, a second strategy;
-        after the warm start the tiny model gets it right more often than the stepwise ones, README); otherwise a trace that adds the terms in the prompt's order with
-        probability `in_order_fraction`, else in a uniformly random order (the prompt's among them). Drawn from
-        `rng` (the warm start's stream), so the warm-start data holds every order. `verbose` is ignored: the
-        strategies are the task's only choice of style."""
+        """With probability `direct_fraction` the one-step trace (`direct_trace`, a second strategy; after the warm
+        start the tiny model gets it right more often than the stepwise ones, README); otherwise a trace that adds
+        the terms in the prompt's order with probability `in_order_fraction`, else in a uniformly random order (the
+        prompt's among them). Drawn from `rng` (the warm start's stream), so the warm-start data holds every order.
+        `verbose` is ignored: the strategies are the task's only choice of style."""
         direct = self.params["direct_fraction"]
         if direct and rng.random() < direct:  # no draw at 0: the streams of models built without it stay as built
             return direct_trace(list(example["numbers"]))
